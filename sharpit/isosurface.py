@@ -1,0 +1,122 @@
+"""Chunked grid queries of implicit fields and marching cubes, shared by every stage that turns
+a field (Shap-E's signed distance, a triplane's density) into a :class:`~sharpit.mesh.Mesh`.
+
+Grids are axis-aligned cubes ``[lo, hi]^3`` sampled at ``resolution`` points per axis, cell
+corners included (point ``i`` sits at ``lo + i * (hi - lo) / (resolution - 1)``), indexed
+``[x, y, z]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .errors import EmptySurfaceError, InputError
+from .mesh import Mesh
+
+__all__ = ["grid_points", "query_grid", "marching_cubes", "extract_mesh", "query_points"]
+
+FieldFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def grid_points(resolution: int, lo: float = -1.0, hi: float = 1.0, device=None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(R, R, R, 3) coordinates of the grid's points, indexed [x, y, z]."""
+    if resolution < 2:
+        raise InputError(f"grid resolution must be >= 2, got {resolution}")
+    if not hi > lo:
+        raise InputError(f"grid bounds need hi > lo, got [{lo}, {hi}]")
+    axis = torch.linspace(lo, hi, resolution, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
+
+
+@torch.no_grad()
+def query_points(fn: FieldFn, points: torch.Tensor, chunk: int = 262144) -> torch.Tensor:
+    """Evaluate ``fn`` on (P, 3) points in chunks of at most ``chunk`` points.
+
+    ``fn`` maps (p, 3) to (p,) or (p, C). The result stays on the points' device.
+    """
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1, got {chunk}")
+    outs = [fn(points[i:i + chunk]) for i in range(0, points.shape[0], chunk)]
+    return torch.cat(outs, dim=0)
+
+
+@torch.no_grad()
+def query_grid(fn: FieldFn, resolution: int, lo: float = -1.0, hi: float = 1.0, device=None,
+               dtype: torch.dtype = torch.float32, chunk: int = 262144) -> torch.Tensor:
+    """Evaluate a scalar field on the grid in chunks, so memory stays bounded.
+
+    Returns:
+        (R, R, R) values, indexed [x, y, z], on ``device``.
+    """
+    pts = grid_points(resolution, lo, hi, device, dtype).reshape(-1, 3)
+    values = query_points(fn, pts, chunk)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise InputError(f"the field must return one value per point, got shape {tuple(values.shape)}")
+    return values.reshape(resolution, resolution, resolution)
+
+
+def marching_cubes(volume: torch.Tensor, level: float, lo: float = -1.0, hi: float = 1.0,
+                   inside: str = "above") -> "tuple[torch.Tensor, torch.Tensor]":
+    """Extract the ``level`` iso-surface of an (R, R, R) [x, y, z] volume (scikit-image).
+
+    Args:
+        volume: the sampled field (any device; moved to the CPU for extraction).
+        level: the iso-value.
+        lo, hi: the grid's bounds (see module docstring).
+        inside: "above" when the object is where values exceed ``level`` (densities),
+            "below" when it is where they fall under it (signed distances, negative inside).
+    Returns:
+        ``(vertices, faces)``: (V, 3) float32 in grid coordinates ``[lo, hi]^3`` and (F, 3) int64,
+        triangles counter-clockwise seen from outside (normals point out of the object).
+    Raises:
+        EmptySurfaceError: when the volume never crosses ``level``.
+    """
+    from skimage.measure import marching_cubes as _mc
+
+    if inside not in ("above", "below"):
+        raise InputError(f"inside must be 'above' or 'below', got {inside!r}")
+    vol = volume.detach().float().cpu().numpy()
+    if vol.ndim != 3:
+        raise InputError(f"volume must be 3-D, got shape {vol.shape}")
+    if not np.isfinite(vol).all():
+        vol = np.nan_to_num(vol, nan=-np.inf if inside == "above" else np.inf)
+        vol = np.clip(vol, -1e30, 1e30)
+    vmin, vmax = float(vol.min()), float(vol.max())
+    if not vmin < level < vmax:
+        raise EmptySurfaceError(
+            f"no surface at level {level}: the field ranges over [{vmin:.4g}, {vmax:.4g}] on the "
+            f"{vol.shape[0]}^3 grid (the object is empty or fills the whole box)")
+    if inside == "below":
+        vol, level = -vol, -level
+    verts, faces, _, _ = _mc(vol, level=level, gradient_direction="descent")
+    step = (hi - lo) / (vol.shape[0] - 1)
+    verts = torch.from_numpy(np.ascontiguousarray(verts * step + lo, dtype=np.float32))
+    # scikit-image's "descent" winding is clockwise seen from the higher-valued side; flip it.
+    faces = torch.from_numpy(np.ascontiguousarray(faces[:, ::-1], dtype=np.int64))
+    return verts, faces
+
+
+def extract_mesh(field: FieldFn, resolution: int, level: float, lo: float = -1.0, hi: float = 1.0,
+                 inside: str = "above", color_fn: Optional[FieldFn] = None, device=None,
+                 chunk: int = 262144) -> Mesh:
+    """Query ``field`` on the grid, run marching cubes, and colour vertices with ``color_fn``.
+
+    Args:
+        field: (p, 3) -> (p,) scalar field in the same coordinates as the grid.
+        color_fn: optional (p, 3) -> (p, 3) colours in [0, 1], queried at the vertices (chunked).
+    Returns:
+        A validated :class:`Mesh` in the field's coordinates.
+    """
+    volume = query_grid(field, resolution, lo, hi, device=device, chunk=chunk)
+    verts, faces = marching_cubes(volume, level, lo, hi, inside)
+    colors = None
+    if color_fn is not None:
+        dev = volume.device
+        colors = query_points(color_fn, verts.to(dev), chunk).float().clamp(0, 1).cpu()
+    return Mesh(verts, faces, vertex_colors=colors).validate()
