@@ -313,10 +313,10 @@ def orbit_cameras(azimuth_deg: _Vec, elevation_deg: _Vec, distance: Union[_Numbe
         distance: scalar or (N,) distances from the origin (> 0).
         fov_deg: scalar or (N,) vertical field of view in degrees.
     """
-    az = torch.as_tensor(azimuth_deg, dtype=torch.float32).flatten()
-    n = az.numel()
+    n = torch.as_tensor(azimuth_deg).numel()
     if n == 0:
         raise InputError("need at least one camera")
+    az = _as_1d(azimuth_deg, n, "azimuth_deg")
     el = _as_1d(elevation_deg, n, "elevation_deg")
     dist = _as_1d(distance, n, "distance")
     fov = _as_1d(fov_deg, n, "fov_deg")
