@@ -1,0 +1,7 @@
+"""The coarse stage: Shap-E text-to-3D latents, their meshes and their six-view renders."""
+
+from .latents import SHAP_E_LATENT_WIDTH, check_latents, load_latents, save_latents
+from .shap_e import SHAP_E_HUB_ID, ShapEGenerator
+
+__all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "SHAP_E_LATENT_WIDTH", "save_latents", "load_latents",
+           "check_latents"]

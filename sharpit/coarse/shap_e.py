@@ -1,0 +1,316 @@
+"""The coarse stage: Shap-E text-to-3D through diffusers' Shap-E components.
+
+:class:`ShapEGenerator` samples Shap-E latents from prompts (the official Karras/Heun sampler
+settings), turns a latent into a vertex-coloured :class:`~sharpit.mesh.Mesh` (signed-distance
+field + marching cubes), and renders the six Zero123++ views either from that mesh or by volume
+rendering the latent directly.
+
+Frames: meshes and cameras are in the sharpit world (z up, front +x, object in the sphere of
+radius 0.5). A latent's field lives in Shap-E's frame; its *framing* (a
+:class:`~sharpit.mesh.Similarity`) is the rotation :data:`~sharpit.cameras.SHAP_E_TO_SHARPIT`
+followed by the centring and scaling that make the zero level set of its signed distance
+(extracted at ``grid_size``) fit the radius-0.5 sphere. Both render modes use the same framing, so
+the object sits identically in "mesh" and "nerf" views.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from ..cameras import CameraBatch, VIEW_SIZE, zero123plus_cameras
+from ..errors import (AssetNotFoundError, CheckpointError, ConfigError, EmptySurfaceError, InputError,
+                      WeightsNotFoundError)
+from ..mesh import Mesh, Similarity
+from .fields import frame_mesh, load_latent_into_mlp, stf_fields, stf_mesh
+from .latents import check_latents
+from .nerf import render_latent_nerf
+
+__all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX"]
+
+#: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
+SHAP_E_HUB_ID = "openai/shap-e"
+#: The official Shap-E Karras sampler's noise range (``sample_latents`` in the shap-e package).
+OFFICIAL_SIGMA_MIN = 1e-3
+OFFICIAL_SIGMA_MAX = 160.0
+
+_RENDER_MODES = ("mesh", "nerf")
+
+
+class ShapEGenerator:
+    """Shap-E text-to-3D on diffusers components.
+
+    Args:
+        prior: ``PriorTransformer`` (predicts the clean latent, ``prediction_type="sample"``).
+        text_encoder: ``CLIPTextModelWithProjection``.
+        tokenizer: ``CLIPTokenizer``.
+        scheduler: ``HeunDiscreteScheduler`` with Karras sigmas; its noise range is set to the
+            official ``sigma_min=1e-3, sigma_max=160`` (diffusers' default derives 0.11 .. 403 from
+            the training betas).
+        renderer: ``ShapERenderer`` (kept in float32: its positional encoding reaches
+            ``2^14 * x``, which float16 cannot resolve).
+        model_id: the hub id or folder the components came from (recorded in latent metadata).
+    """
+
+    def __init__(self, prior, text_encoder, tokenizer, scheduler, renderer, model_id: str = SHAP_E_HUB_ID):
+        self.prior = prior.eval()
+        self.text_encoder = text_encoder.eval()
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.renderer = renderer.eval()
+        self.model_id = str(model_id)
+        self.scheduler.register_to_config(sigma_min=OFFICIAL_SIGMA_MIN, sigma_max=OFFICIAL_SIGMA_MAX)
+        self._progress_kwargs: Dict[str, Any] = {}
+        prior_width = prior.config.num_embeddings * prior.config.embedding_dim
+        rows = sum(int(shape[0]) for shape in renderer.config.param_shapes)
+        if prior_width != rows * renderer.config.d_latent:
+            raise ConfigError(
+                f"the prior makes latents of {prior.config.num_embeddings} x {prior.config.embedding_dim} "
+                f"but the renderer reads {rows} x {renderer.config.d_latent}; the components do not match")
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: Union[str, "os.PathLike[str]"] = SHAP_E_HUB_ID,
+                        torch_dtype: Optional[torch.dtype] = None, device=None) -> "ShapEGenerator":
+        """Load the components from a hub id or a folder in the ``openai/shap-e`` layout
+        (``prior/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``, ``shap_e_renderer/``).
+
+        Args:
+            path_or_hub_id: hub id (``"openai/shap-e"``) or local folder.
+            torch_dtype: dtype of the prior and text encoder; float16 on CUDA, float32 on CPU by
+                default. The renderer always stays float32.
+            device: defaults to CUDA when available, else CPU.
+        Raises:
+            WeightsNotFoundError: a hub id whose weights are not cached while offline.
+            AssetNotFoundError: a local path that does not exist.
+            CheckpointError: a local folder with a missing or broken component.
+        """
+        from diffusers import HeunDiscreteScheduler, PriorTransformer
+        from diffusers.pipelines.shap_e import ShapERenderer
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if torch_dtype is None:
+            torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
+        source = os.fspath(path_or_hub_id)
+        local = Path(source).is_dir()
+        if not local and (Path(source).is_absolute() or source.startswith((".", "~")) or source.count("/") > 1):
+            raise AssetNotFoundError(source, "no such folder; pass a folder in the openai/shap-e layout "
+                                             f"or the hub id {SHAP_E_HUB_ID!r}")
+
+        def load(what: str, fn):
+            try:
+                return fn()
+            except (OSError, ValueError) as exc:
+                if local:
+                    raise CheckpointError(source, f"cannot load the {what} component ({exc})") from exc
+                hint = f"(failed on the {what!r} component: {exc.__class__.__name__})"
+                raise WeightsNotFoundError(source, hint) from exc
+
+        prior = load("prior", lambda: PriorTransformer.from_pretrained(source, subfolder="prior",
+                                                                        torch_dtype=torch_dtype))
+        text_encoder = load("text_encoder", lambda: CLIPTextModelWithProjection.from_pretrained(
+            source, subfolder="text_encoder", dtype=torch_dtype))
+        tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"))
+        scheduler = load("scheduler", lambda: HeunDiscreteScheduler.from_pretrained(source, subfolder="scheduler"))
+        renderer = load("shap_e_renderer", lambda: ShapERenderer.from_pretrained(
+            source, subfolder="shap_e_renderer", torch_dtype=torch.float32))
+        gen = cls(prior, text_encoder, tokenizer, scheduler, renderer, model_id=source)
+        return gen.to(device)
+
+    def to(self, device) -> "ShapEGenerator":
+        """Move every model to ``device`` (in place); returns ``self``."""
+        for model in (self.prior, self.text_encoder, self.renderer):
+            model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.prior.device
+
+    @property
+    def latent_width(self) -> int:
+        """W, the length of one flattened latent (1024 * 1024 for ``openai/shap-e``)."""
+        return self.prior.config.num_embeddings * self.prior.config.embedding_dim
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """Options for the tqdm progress bar of :meth:`sample_latents` (e.g. ``disable=True``)."""
+        self._progress_kwargs = kwargs
+
+    # -- sampling --------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(B, D) text embeddings as Shap-E uses them: CLIP's projected pooled embedding,
+        L2-normalised, times ``sqrt(D)`` (D = 768 for ``openai/shap-e``)."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(self.device)
+        embeds = self.text_encoder(ids).text_embeds.float()
+        embeds = embeds / embeds.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return embeds * math.sqrt(embeds.shape[-1])
+
+    @torch.no_grad()
+    def sample_latents(self, prompts: Union[str, Sequence[str]], guidance_scale: float = 15.0,
+                       num_inference_steps: int = 64, generator: Optional[torch.Generator] = None,
+                       num_per_prompt: int = 1, seed: Optional[int] = None) -> torch.Tensor:
+        """Sample Shap-E latents for ``prompts``.
+
+        Heun's method on Karras sigmas from 160 to 1e-3, no churn, clean-latent predictions
+        clipped to [-1, 1] (the official settings; the Sharp-It author used 128 steps).
+        ``num_inference_steps`` Heun steps cost ``2 * steps - 1`` prior calls; with
+        ``guidance_scale > 1`` the conditional and unconditional (zero embedding) passes share
+        one batched prior call.
+
+        Args:
+            prompts: a prompt or a non-empty list of prompts.
+            guidance_scale: classifier-free guidance scale (1 disables guidance).
+            num_inference_steps: number of Karras steps (official: 64).
+            generator: a ``torch.Generator`` for the initial noise; or pass ``seed``. With
+                neither, the global RNG is used.
+            num_per_prompt: latents per prompt (consecutive rows).
+            seed: alternative to ``generator``; the caller's global RNG is never touched.
+        Returns:
+            (len(prompts) * num_per_prompt, W) float32 latents on the generator's device.
+        """
+        prompts = _check_prompts(prompts)
+        if int(num_inference_steps) < 1:
+            raise InputError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if int(num_per_prompt) < 1:
+            raise InputError(f"num_per_prompt must be >= 1, got {num_per_prompt}")
+        if not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
+            raise InputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
+        if generator is not None and seed is not None:
+            raise InputError("pass either generator or seed, not both")
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+
+        from diffusers.utils.torch_utils import randn_tensor
+        from tqdm.auto import tqdm
+
+        dev, dtype = self.device, self.prior.dtype
+        cond = self.encode_prompts(prompts).repeat_interleave(int(num_per_prompt), dim=0)
+        batch = cond.shape[0]
+        cfg = guidance_scale > 1.0
+        embeds = torch.cat([torch.zeros_like(cond), cond]) if cfg else cond
+
+        sched = self.scheduler
+        sched.set_timesteps(int(num_inference_steps), device=dev)
+        shape = (batch, self.prior.config.num_embeddings, self.prior.config.embedding_dim)
+        latents = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
+        latents = latents * sched.init_noise_sigma
+        embeds = embeds.to(dtype)
+        for t in tqdm(sched.timesteps, desc="Shap-E prior", **self._progress_kwargs):
+            model_in = torch.cat([latents, latents]) if cfg else latents
+            model_in = sched.scale_model_input(model_in, t).to(dtype)
+            pred = self.prior(model_in, timestep=t, proj_embedding=embeds).predicted_image_embedding
+            pred = pred[..., :shape[2]].float()             # drop the variance half
+            if cfg:
+                uncond, text = pred.chunk(2)
+                pred = uncond + guidance_scale * (text - uncond)
+            latents = sched.step(pred, t, latents).prev_sample
+        return latents.reshape(batch, -1)
+
+    def metadata(self, prompts: Union[str, Sequence[str]], guidance_scale: float = 15.0,
+                 num_inference_steps: int = 64, seed: Optional[int] = None,
+                 num_per_prompt: int = 1) -> Dict[str, Any]:
+        """The metadata to store with latents sampled with these arguments (see
+        :func:`~sharpit.coarse.save_latents`): one prompt per latent row."""
+        prompts = _check_prompts(prompts)
+        return {"prompt": [p for p in prompts for _ in range(int(num_per_prompt))], "seed": seed,
+                "guidance_scale": float(guidance_scale), "num_inference_steps": int(num_inference_steps),
+                "model_id": self.model_id}
+
+    # -- decoding --------------------------------------------------------------------------
+    def _one_latent(self, latents: torch.Tensor) -> torch.Tensor:
+        latents = check_latents(latents, self.latent_width)
+        if latents.shape[0] != 1:
+            raise InputError(f"decode one latent at a time: got a batch of {latents.shape[0]}; "
+                             "loop over the rows (latents[i])")
+        return latents[0]
+
+    @torch.no_grad()
+    def _shap_e_mesh(self, latent: torch.Tensor, grid_size: int, with_color: bool, chunk: int) -> Mesh:
+        load_latent_into_mlp(self.renderer, latent)
+        sdf, color = stf_fields(self.renderer)
+        try:
+            return stf_mesh(sdf, color if with_color else None, grid_size, device=self.renderer.device,
+                            chunk=chunk)
+        except EmptySurfaceError as exc:
+            raise EmptySurfaceError(f"this Shap-E latent decodes to an empty object ({exc}); sample it again "
+                                    "with another seed or prompt") from exc
+
+    def to_mesh(self, latents: torch.Tensor, grid_size: int = 128, chunk: int = 131072) -> Mesh:
+        """Extract the surface of one latent as a vertex-coloured mesh.
+
+        The signed-distance field is queried on a ``grid_size^3`` grid over Shap-E's box in chunks
+        of ``chunk`` points, marching cubes (scikit-image) takes its zero level, and vertices get
+        the texture field's colour (sRGB in [0, 1]).
+
+        Args:
+            latents: (W,) or (1, W).
+        Returns:
+            The mesh in the sharpit world frame, centred, bounding-sphere radius 0.5.
+        Raises:
+            EmptySurfaceError: when the field has no surface in the box.
+        """
+        mesh = self._shap_e_mesh(self._one_latent(latents), int(grid_size), True, chunk)
+        return frame_mesh(mesh)[0]
+
+    def framing(self, latents: torch.Tensor, grid_size: int = 128, chunk: int = 131072) -> Similarity:
+        """The Shap-E-frame -> sharpit-world similarity :meth:`to_mesh` applies at ``grid_size``."""
+        mesh = self._shap_e_mesh(self._one_latent(latents), int(grid_size), False, chunk)
+        return frame_mesh(mesh)[1]
+
+    def render_views(self, latents: torch.Tensor, cameras: Optional[CameraBatch] = None,
+                     size: int = VIEW_SIZE, mode: str = "mesh", grid_size: int = 128,
+                     n_coarse_samples: int = 64, n_fine_samples: int = 128, ray_batch_size: int = 4096,
+                     background: float = 1.0):
+        """Render one latent from ``cameras`` (default: the six Zero123++ v1.2 views).
+
+        Args:
+            latents: (W,) or (1, W).
+            cameras: sharpit-world cameras, for an object of radius 0.5 at the origin.
+            size: side of each square view in pixels.
+            mode: "mesh" renders :meth:`to_mesh` (unlit vertex colours) with
+                :func:`sharpit.render.render_views`; "nerf" volume-renders the latent's NeRF
+                through the renderer's ray path with ``n_coarse_samples`` + ``n_fine_samples``
+                per ray, over the renderer's background (white for ``openai/shap-e``).
+            grid_size: the grid that fixes the framing (and the mesh in "mesh" mode).
+            background: grey level of the background in "mesh" mode.
+        Returns:
+            a :class:`sharpit.render.MultiViewRender`: images (N, 3, size, size) in [0, 1],
+            alpha, depth (along each viewing axis) and, in "mesh" mode, normals ("nerf" mode has no
+            surface normals: zeros).
+        """
+        from ..render import MultiViewRender, render_views
+
+        if mode not in _RENDER_MODES:
+            raise InputError(f"mode must be one of {_RENDER_MODES}, got {mode!r}")
+        if int(size) < 1:
+            raise InputError(f"size must be >= 1, got {size}")
+        cameras = cameras if cameras is not None else zero123plus_cameras()
+        if mode == "mesh":
+            mesh = self.to_mesh(latents, grid_size)
+            return render_views(mesh.to(self.renderer.device), cameras, size=int(size), background=background)
+        framing = self.framing(latents, grid_size)   # loads the latent into the renderer's MLP
+        images, alpha, depth = render_latent_nerf(self.renderer, cameras, framing, int(size), n_coarse_samples,
+                                                  n_fine_samples, ray_batch_size)
+        normals = torch.zeros_like(images)
+        return MultiViewRender(images=images, alpha=alpha, depth=depth, normals=normals,
+                               cameras=cameras.to(images.device))
+
+
+def _check_prompts(prompts: Union[str, Sequence[str]]) -> List[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)):
+        raise InputError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}")
+    if len(prompts) == 0:
+        raise InputError("prompts is empty; pass at least one prompt")
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise InputError(f"every prompt must be a string; prompt {bad[0]} is {type(prompts[bad[0]]).__name__}")
+    return list(prompts)

@@ -1,0 +1,63 @@
+"""Shap-E latent files: sharpit safetensors with metadata and Cap3D-style .pt files."""
+
+import pytest
+import torch
+
+import sharpit
+from sharpit.coarse import load_latents, save_latents
+from sharpit.errors import (AssetNotFoundError, CorruptFileError, InputError, OutputExistsError,
+                            UnsupportedFormatError)
+
+W = 64
+
+
+def test_round_trip_with_metadata(tmp_path):
+    latents = torch.randn(2, W)
+    meta = {"prompt": ["a chair", "a lamp"], "seed": 3, "guidance_scale": 15.0,
+            "num_inference_steps": 64, "model_id": "openai/shap-e", "note": "123"}
+    path = save_latents(tmp_path / "lat.safetensors", latents, meta)
+    loaded, got = load_latents(path, width=W)
+    assert torch.equal(loaded, latents)
+    assert got.pop("sharpit_version") == sharpit.__version__
+    assert got == meta  # "123" stays a string, 3 stays an int
+    assert [p.name for p in tmp_path.iterdir()] == ["lat.safetensors"]  # no temporaries left
+
+
+def test_save_refuses_to_overwrite_and_bad_input(tmp_path):
+    path = save_latents(tmp_path / "a.safetensors", torch.zeros(W))
+    with pytest.raises(OutputExistsError):
+        save_latents(path, torch.zeros(W))
+    save_latents(path, torch.ones(W), overwrite=True)
+    assert torch.equal(load_latents(path, width=W)[0], torch.ones(1, W))
+    with pytest.raises(UnsupportedFormatError):
+        save_latents(tmp_path / "a.npy", torch.zeros(W))
+    with pytest.raises(InputError, match="NaN"):
+        save_latents(tmp_path / "b.safetensors", torch.full((W,), float("nan")))
+    with pytest.raises(InputError, match="JSON"):
+        save_latents(tmp_path / "c.safetensors", torch.zeros(W), {"x": object()})
+
+
+@pytest.mark.parametrize("shape", [(W,), (1, W), (8, 8)])
+def test_cap3d_pt_shapes(tmp_path, shape):
+    latent = torch.randn(shape, dtype=torch.float16)
+    torch.save(latent, tmp_path / "x.pt")
+    loaded, meta = load_latents(tmp_path / "x.pt", width=W)
+    assert loaded.shape == (1, W) and loaded.dtype == torch.float32 and meta == {}
+    assert torch.equal(loaded, latent.float().reshape(1, W))
+
+
+def test_bad_latent_files(tmp_path):
+    torch.save(torch.zeros(3, 5), tmp_path / "wrong.pt")
+    with pytest.raises(InputError, match=r"\(3, 5\)"):
+        load_latents(tmp_path / "wrong.pt", width=W)
+    torch.save({"latent": torch.zeros(W)}, tmp_path / "dict.pt")
+    with pytest.raises(CorruptFileError, match="one latent tensor"):
+        load_latents(tmp_path / "dict.pt", width=W)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CorruptFileError):
+        load_latents(tmp_path / "junk.safetensors", width=W)
+    save_latents(tmp_path / "small.safetensors", torch.zeros(2, 16))
+    with pytest.raises(InputError, match=f"\\(B, {W}\\)"):
+        load_latents(tmp_path / "small.safetensors", width=W)
+    with pytest.raises(AssetNotFoundError):
+        load_latents(tmp_path / "missing.pt")
