@@ -1,0 +1,210 @@
+"""End to end on CPU with tiny models: assets -> pairs -> 20 training steps -> resume -> saved pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sharpit.coarse import save_latents
+from sharpit.mesh_io import save_mesh
+from sharpit.testing.meshes import colored_cube, textured_cube, uv_sphere
+from sharpit.testing.refine import save_tiny_zero123plus_repo
+from sharpit.testing.shap_e import TINY_SHAP_E_LATENT_WIDTH, save_tiny_shap_e
+from training.config import TrainConfig
+from training.data import PairDataset
+from training.loss import encode_batch, make_noise_scheduler, null_prompt_embeds, sharpit_loss, step_generator
+from training.prepare_pairs import main as prepare_main
+from training.prepare_pairs import prepare_pairs
+from training.train_sharpit import train
+
+TILE = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("training")
+    assets, latents = root / "assets" / "000-000", root / "latents"
+    latents.mkdir(parents=True)
+    for oid, mesh, ext in (("cube", colored_cube(), ".glb"), ("tex", textured_cube(), ".obj"),
+                           ("ball", uv_sphere(8, 12), ".glb")):
+        save_mesh(mesh, assets / f"{oid}{ext}")
+    (assets / "broken.glb").write_bytes(b"not a glb")
+    gen = torch.Generator().manual_seed(0)
+    torch.save(torch.randn(TINY_SHAP_E_LATENT_WIDTH, generator=gen), latents / "cube.pt")  # Cap3D style
+    torch.save(torch.randn(TINY_SHAP_E_LATENT_WIDTH, generator=gen), latents / "broken.pt")
+    save_latents(latents / "tex.safetensors", torch.randn(1, TINY_SHAP_E_LATENT_WIDTH, generator=gen))
+    save_latents(latents / "ball.safetensors", torch.randn(1, TINY_SHAP_E_LATENT_WIDTH, generator=gen))
+    (root / "captions.csv").write_text("cube,a red cube\ntex,a checkered box\n")  # "ball" has no caption
+    save_tiny_shap_e(root / "shap-e")
+    save_tiny_zero123plus_repo(root / "zero123plus")
+    return root
+
+
+def _prepare(root, **kw):
+    return prepare_pairs(root / "assets", root / "captions.csv", root / "latents", root / "pairs", str(root / "shap-e"),
+                         tile_size=TILE, shap_e_grid_size=24, samples_per_shard=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def pairs(workdir):
+    summary = _prepare(workdir)
+    assert (summary.written, summary.failed) == (3, 1)
+    return workdir / "pairs"
+
+
+def test_prepare_pairs_writes_shards_index_and_logs_failures(workdir, pairs):
+    dataset = PairDataset(pairs)
+    assert sorted(e.object_id for e in dataset.entries) == ["ball", "cube", "tex"]
+    assert len(list(pairs.glob("pairs-r000-*.tar"))) == 2  # 3 objects at 2 per shard
+    item = dataset[[e.object_id for e in dataset.entries].index("cube")]
+    assert item["target"].shape == item["coarse"].shape == (3, 3 * TILE, 2 * TILE)
+    assert item["caption"] == "a red cube"
+    assert float(item["target"].min()) < 0.9  # the cube is visible on the white background
+    assert {e.object_id: e.caption for e in dataset.entries}["ball"] == ""
+    failed = [json.loads(line) for line in (pairs / "failed-r000.jsonl").read_text().splitlines()]
+    assert [f["object_id"] for f in failed] == ["broken"]
+    # a rerun resumes: nothing new to write, the broken asset is retried and fails again
+    again = _prepare(workdir)
+    assert (again.written, again.skipped, again.failed) == (0, 3, 1)
+
+
+def test_missing_caption_is_a_warning(workdir, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="sharpit.training.prepare_pairs"):
+        summary = prepare_pairs(workdir / "assets", workdir / "captions.csv", workdir / "latents", tmp_path / "p",
+                                str(workdir / "shap-e"), tile_size=TILE, shap_e_grid_size=24, limit=1)
+    assert summary.written == 1  # "ball", the first id, has no caption
+    assert any("no caption" in r.getMessage() and "ball" in r.getMessage() for r in caplog.records)
+
+
+def test_prepare_pairs_cli_reports_bad_input_in_one_line(workdir, tmp_path, capsys):
+    code = prepare_main(["--assets", str(tmp_path / "nope"), "--captions", str(workdir / "captions.csv"),
+                         "--latents", str(workdir / "latents"), "--output", str(tmp_path / "out"),
+                         "--shap_e", str(workdir / "shap-e"), "--tile_size", str(TILE)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "asset folder not found" in err and len(err.splitlines()) == 1
+
+
+def _config(workdir, pairs, out, **kw):
+    base = dict(pretrained_model=str(workdir / "zero123plus"), train_data=str(pairs), output_dir=str(out),
+                max_train_steps=20, train_batch_size=3, checkpointing_steps=10, validation_steps=1000,
+                dataloader_num_workers=0, learning_rate=1e-3, lr_warmup_steps=2, seed=7, report_to="none")
+    base.update(kw)
+    return TrainConfig(**base).validate()
+
+
+@pytest.fixture(scope="module")
+def straight_run(workdir, pairs):
+    out = workdir / "straight"
+    losses = []
+    path = train(_config(workdir, pairs, out, report_to="tensorboard", validation_steps=20,
+                         num_validation_samples=1, validation_inference_steps=1),
+                 step_callback=lambda step, logs: losses.append(logs["loss"]))
+    return path, losses
+
+
+def _fixed_loss(unet, pipe, dataset):
+    """Loss of ``unet`` on the whole (3-object) dataset averaged over 8 fixed noise draws."""
+    batch = [dataset[i] for i in range(len(dataset))]
+    target = torch.stack([b["target"] for b in batch])
+    coarse = torch.stack([b["coarse"] for b in batch])
+    null = null_prompt_embeds(pipe.tokenizer, pipe.text_encoder)
+    total = 0.0
+    with torch.no_grad():
+        for k in range(8):
+            gen = step_generator(123, k)
+            enc = encode_batch(pipe.vae, pipe.tokenizer, pipe.text_encoder, target, coarse,
+                               [b["caption"] for b in batch], gen)
+            total += float(sharpit_loss(unet, make_noise_scheduler(), enc, null, "concat", 0.0, gen)["loss"])
+    return total / 8
+
+
+def test_train_20_steps_overfits_and_saves_a_loadable_pipeline(workdir, pairs, straight_run):
+    from sharpit.refine import SharpItPipeline
+    from training.models import load_training_pipeline
+
+    path, losses = straight_run
+    assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
+    pipe = SharpItPipeline.from_pretrained(path)
+    assert pipe.conditioning_mode == "concat" and pipe.unet.config.in_channels == 8
+    start = load_training_pipeline(str(workdir / "zero123plus"), "zero123plus", "concat")
+    dataset = PairDataset(pairs)
+    before, after = _fixed_loss(start.unet, start, dataset), _fixed_loss(pipe.unet, pipe, dataset)
+    assert after < 0.8 * before, (before, after)
+    out = pipe(dataset[0]["coarse"], prompt="a red cube", num_inference_steps=2, seed=0, output_type="pt")
+    assert out.images.shape == (1, 3, 960, 640) and bool(torch.isfinite(out.images).all())
+    assert list((workdir / "straight" / "logs").rglob("events.out.tfevents*"))  # TensorBoard scalars + grids
+
+
+def test_killed_and_resumed_run_is_bit_identical(workdir, pairs, straight_run):
+    out = workdir / "resumed"
+
+    def kill_at_12(step, logs):
+        if step == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(workdir, pairs, out), step_callback=kill_at_12)
+    assert (out / "checkpoint-10").is_dir() and not (out / "pipeline").exists()
+    path = train(_config(workdir, pairs, out, resume_from_checkpoint="latest"))
+    straight = load_file(str(straight_run[0] / "unet" / "diffusion_pytorch_model.safetensors"))
+    resumed = load_file(str(path / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # the checkpoint restores the optimiser too: a second 20-step checkpoint matches the straight run's
+    opt_a = torch.load(workdir / "straight" / "checkpoint-20" / "optimizer.pt", weights_only=True)
+    opt_b = torch.load(out / "checkpoint-20" / "optimizer.pt", weights_only=True)
+    assert all(torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"]) for i in opt_a["state"])
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(workdir, pairs, straight_run, tmp_path):
+    from sharpit.errors import CheckpointError
+
+    out = tmp_path / "other"
+    shutil.copytree(workdir / "straight" / "checkpoint-10", out / "checkpoint-10")
+    state = json.loads((out / "checkpoint-10" / "training_state.json").read_text())
+    state["unet_config"]["cross_attention_dim"] = 1024
+    (out / "checkpoint-10" / "training_state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="cross_attention_dim"):
+        train(_config(workdir, pairs, out, resume_from_checkpoint="latest"))
+
+
+def test_fresh_run_refuses_an_output_dir_with_checkpoints(workdir, pairs, straight_run):
+    from sharpit.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError, match="resume_from_checkpoint"):
+        train(_config(workdir, pairs, workdir / "straight"))
+
+
+def test_prepare_pairs_splits_assets_between_torchrun_ranks(workdir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "pairs"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "training.prepare_pairs", "--assets", str(workdir / "assets"), "--captions",
+           str(workdir / "captions.csv"), "--latents", str(workdir / "latents"), "--output", str(out),
+           "--shap_e", str(workdir / "shap-e"), "--tile_size", str(TILE), "--shap_e_grid_size", "24",
+           "--device", "cpu"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    per_rank = [{json.loads(line)["object_id"] for line in (out / f"index-r00{r}.jsonl").read_text().splitlines()}
+                for r in range(2)]
+    assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1]
+    assert per_rank[0] | per_rank[1] == {"ball", "cube", "tex"}

@@ -1,0 +1,235 @@
+"""Training configuration: a dataclass filled from a YAML/JSON file, then from command-line flags.
+
+Precedence: dataclass defaults < config file < flags given on the command line. A key the
+dataclass does not define is a :class:`~sharpit.errors.ConfigError` naming the key and its closest
+matches, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError
+
+__all__ = ["TrainConfig", "load_config_file", "build_config", "add_config_arguments", "parse_config",
+           "config_to_dict"]
+
+_LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+_MIXED_PRECISION = ("no", "fp16", "bf16")
+_ATTENTION = ("sdpa", "xformers")
+_INIT_FROM = ("zero123plus", "sharpit")
+_MODES = ("concat", "reference")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of ``python -m training.train_sharpit`` (defaults: the paper's single-GPU run).
+
+    Attributes (groups):
+        model: ``pretrained_model`` is a Zero123++ v1.2 folder/hub id (``init_from="zero123plus"``:
+            its 4-channel UNet is widened to the 8-channel concat UNet, or kept for
+            ``conditioning_mode="reference"``) or a saved ``SharpItPipeline`` (``init_from="sharpit"``).
+        data: ``train_data`` is a folder written by ``training.prepare_pairs``; ``tile_size`` must
+            match it when given (None = the dataset's); ``validation_data`` defaults to ``train_data``.
+        optimisation: AdamW (``use_8bit_adam`` needs bitsandbytes), ``lr_scheduler`` from diffusers'
+            ``get_scheduler``, ``max_grad_norm`` clipping, ``cfg_drop`` the fraction of samples
+            trained unconditionally (prompt "" and a zero condition latent).
+        checkpoints: every ``checkpointing_steps`` optimiser steps in ``output_dir/checkpoint-<step>``;
+            ``resume_from_checkpoint`` is a checkpoint folder or ``"latest"``.
+    """
+
+    # model
+    pretrained_model: str = "sudo-ai/zero123plus-v1.2"
+    init_from: str = "zero123plus"
+    conditioning_mode: str = "concat"
+    # data
+    train_data: str = ""
+    validation_data: Optional[str] = None
+    tile_size: Optional[int] = None
+    dataloader_num_workers: int = 2
+    # output
+    output_dir: str = "sharpit-finetuned"
+    overwrite_output_dir: bool = False
+    seed: int = 0
+    # optimisation
+    train_batch_size: int = 3
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 500_000
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 1000
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    use_8bit_adam: bool = False
+    max_grad_norm: float = 1.0
+    cfg_drop: float = 0.1
+    use_ema: bool = False
+    ema_decay: float = 0.9999
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"
+    attention: str = "sdpa"
+    allow_tf32: bool = False
+    # checkpoints
+    checkpointing_steps: int = 5000
+    checkpoints_total_limit: Optional[int] = None
+    resume_from_checkpoint: Optional[str] = None
+    # validation and logging
+    validation_steps: int = 5000
+    num_validation_samples: int = 2
+    validation_inference_steps: int = 30
+    validation_guidance_scale: float = 4.0
+    logging_dir: str = "logs"
+    report_to: str = "tensorboard"
+
+    def validate(self) -> "TrainConfig":
+        """Check value ranges and choices; returns ``self``. Raises :class:`ConfigError`."""
+        choices = {"init_from": _INIT_FROM, "conditioning_mode": _MODES, "lr_scheduler": _LR_SCHEDULERS,
+                   "mixed_precision": _MIXED_PRECISION, "attention": _ATTENTION,
+                   "report_to": ("tensorboard", "none")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
+        positive = ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps",
+                    "validation_steps", "validation_inference_steps")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr_warmup_steps", "dataloader_num_workers", "num_validation_samples"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.cfg_drop <= 1.0:
+            raise ConfigError(f"cfg_drop must lie in [0, 1], got {self.cfg_drop}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
+        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
+            raise ConfigError("learning_rate and max_grad_norm must be positive")
+        if self.tile_size is not None and (self.tile_size < 8 or self.tile_size % 8):
+            raise ConfigError(f"tile_size must be a positive multiple of 8 (the VAE's factor), got {self.tile_size}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ConfigError(f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}")
+        if not self.train_data:
+            raise ConfigError("train_data is required: the folder written by `python -m training.prepare_pairs`")
+        return self
+
+
+def _field_types() -> Dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def _base_type(hint) -> type:
+    """``Optional[int]`` -> int, ``str`` -> str."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _unknown_key_error(key: str, where: str) -> ConfigError:
+    names = [f.name for f in fields(TrainConfig)]
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else f"; valid keys: {', '.join(names)}"
+    return ConfigError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    hint = _field_types()[key]
+    optional = type(None) in typing.get_args(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: {key} cannot be null")
+    base = _base_type(hint)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if base is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: {key} must be {base.__name__}, got {value!r}")
+
+
+def load_config_file(path) -> Dict[str, Any]:
+    """Read a ``.yaml``/``.yml`` or ``.json`` config into a dict of checked, typed values.
+
+    Raises:
+        AssetNotFoundError: no such file. CorruptFileError: unparsable or not a mapping.
+        ConfigError: an unknown key (with close matches) or a value of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AssetNotFoundError(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raw = json.loads(text)
+    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
+        raise CorruptFileError(path, f"cannot parse the config ({exc})") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise CorruptFileError(path, "a config must be a mapping of keys to values")
+    known = _field_types()
+    out = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise _unknown_key_error(str(key), str(path))
+        out[key] = _coerce(key, value, str(path))
+    return out
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one ``--<field>`` flag per config field (booleans get ``--no-<field>``).
+
+    Flags default to ``argparse.SUPPRESS`` so only flags actually given override the file.
+    """
+    parser.add_argument("--config", default=None, help="YAML or JSON config file (training/configs/*.yaml)")
+    for name, hint in _field_types().items():
+        base = _base_type(hint)
+        default = getattr(TrainConfig, name, None)
+        help_text = f"(default: {default!r})"
+        if base is bool:
+            parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(f"--{name}", type=base, default=argparse.SUPPRESS, help=help_text)
+
+
+def build_config(args: argparse.Namespace, extra: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """Merge defaults, ``args.config`` and the given flags into a validated :class:`TrainConfig`."""
+    values: Dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(load_config_file(args.config))
+    flags = {k: v for k, v in vars(args).items() if k != "config"}
+    for key, value in dict(flags, **(extra or {})).items():
+        if key not in _field_types():
+            raise _unknown_key_error(key, "the command line")
+        values[key] = value
+    return dataclasses.replace(TrainConfig(), **values).validate()
+
+
+def config_to_dict(config: TrainConfig) -> Dict[str, Any]:
+    """The config as a JSON-serialisable dict (saved next to checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def parse_config(argv: Optional[Sequence[str]] = None, description: str = "") -> TrainConfig:
+    """Parse ``argv`` (flags plus ``--config``) into a validated :class:`TrainConfig`."""
+    parser = argparse.ArgumentParser(description=description)
+    add_config_arguments(parser)
+    return build_config(parser.parse_args(argv))

@@ -1,0 +1,102 @@
+"""The Sharp-It training objective: v-prediction MSE on Zero123++ latents with CFG dropout.
+
+All randomness of a step (VAE posterior samples, timesteps, noise, dropped samples, reference
+noise) is drawn from one CPU generator made by :func:`step_generator` from
+``(seed, step, process)``, so a step's result does not depend on what ran before it: the base of
+bit-identical resumption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from sharpit.errors import InputError
+from sharpit.refine.conditioning import (NULL_PROMPT, drop_conditions, encode_condition_latents, encode_prompt,
+                                         encode_target_latents)
+from sharpit.refine.denoise import conditioned_unet_forward
+
+__all__ = ["make_noise_scheduler", "EncodedBatch", "encode_batch", "step_generator", "sharpit_loss",
+           "null_prompt_embeds"]
+
+
+def make_noise_scheduler() -> DDPMScheduler:
+    """The training schedule (SPEC section 3): DDPM, linear betas 0.00085 to 0.012, 1000 steps,
+    v-prediction."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                         prediction_type="v_prediction")
+
+
+def step_generator(seed: int, step: int, process_index: int = 0) -> torch.Generator:
+    """CPU generator for one micro-step of one process, a pure function of its arguments."""
+    mixed = (int(seed) * 1_000_003 + int(step)) * 1_009 + int(process_index)
+    return torch.Generator("cpu").manual_seed(mixed % (2 ** 63))
+
+
+@dataclass
+class EncodedBatch:
+    """Model-space inputs of one batch.
+
+    Attributes:
+        latents: (B, 4, h, w) Zero123++-scaled target latents (:func:`encode_target_latents`).
+        condition: (B, 4, h, w) unscaled condition latents of the coarse grids.
+        prompt_embeds: (B, 77, D) caption embeddings.
+    """
+
+    latents: torch.Tensor
+    condition: torch.Tensor
+    prompt_embeds: torch.Tensor
+
+
+@torch.no_grad()
+def encode_batch(vae, tokenizer, text_encoder, target: torch.Tensor, coarse: torch.Tensor,
+                 captions: Sequence[str], generator: torch.Generator) -> EncodedBatch:
+    """Encode (B, 3, H, W) target and coarse grids in [0, 1] and B captions with the frozen models."""
+    if target.shape != coarse.shape or target.shape[0] != len(captions):
+        raise InputError(f"target {tuple(target.shape)}, coarse {tuple(coarse.shape)} and {len(captions)} "
+                         "captions do not form one batch")
+    latents = encode_target_latents(vae, target, generator)
+    condition = encode_condition_latents(vae, coarse, generator)
+    embeds = encode_prompt(tokenizer, text_encoder, list(captions))
+    return EncodedBatch(latents.float(), condition.float(), embeds.float())
+
+
+@torch.no_grad()
+def null_prompt_embeds(tokenizer, text_encoder) -> torch.Tensor:
+    """(1, 77, D) embeddings of the unconditional prompt ``""`` (what the pipeline's CFG branch uses)."""
+    return encode_prompt(tokenizer, text_encoder, NULL_PROMPT).float()
+
+
+def sharpit_loss(unet, noise_scheduler: DDPMScheduler, batch: EncodedBatch, null_embeds: torch.Tensor,
+                 mode: str, cfg_drop: float, generator: torch.Generator) -> Dict[str, torch.Tensor]:
+    """One forward pass of the objective.
+
+    A timestep ``t ~ U{0, T-1}`` and noise ``eps ~ N(0, I)`` per sample give the noisy latent
+    ``add_noise(x0, eps, t)``; the UNet predicts ``v = get_velocity(x0, eps, t)``. A fraction
+    ``cfg_drop`` of samples gets the null prompt and a zero condition latent (:func:`drop_conditions`).
+
+    Returns:
+        dict with ``"loss"`` (scalar float32 MSE, differentiable), ``"timesteps"`` (B,) and
+        ``"dropped"`` (B,) bool.
+    """
+    x0 = batch.latents
+    b = x0.shape[0]
+    device = x0.device
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+    dropped = torch.rand(b, generator=generator) < cfg_drop
+    reference_noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32) if mode == "reference" else None
+    timesteps, noise = timesteps.to(device), noise.to(device)
+    embeds, condition = drop_conditions(batch.prompt_embeds, batch.condition, null_embeds, dropped)
+    noisy = noise_scheduler.add_noise(x0, noise, timesteps)
+    target = noise_scheduler.get_velocity(x0, noise, timesteps)
+    dtype = unet.dtype if hasattr(unet, "dtype") else x0.dtype
+    pred = conditioned_unet_forward(
+        unet, noisy.to(dtype), timesteps, embeds.to(dtype), condition.to(dtype), mode, scheduler=noise_scheduler,
+        reference_noise=None if reference_noise is None else reference_noise.to(device))
+    loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
+    return {"loss": loss, "timesteps": timesteps, "dropped": dropped}

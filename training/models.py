@@ -1,0 +1,64 @@
+"""Loading the models a training run starts from (through the refine stage's loaders)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sharpit.errors import CheckpointError, ConfigError
+from sharpit.refine import SharpItPipeline, init_unet_from_zero123plus
+from sharpit.refine.loading import load_errors
+
+__all__ = ["load_training_pipeline"]
+
+
+def _check_sharpit_folder(path: str) -> None:
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return  # a hub id: from_pretrained reports what is wrong
+    try:
+        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(index, f"not valid JSON ({exc})") from exc
+    if class_name != SharpItPipeline.__name__:
+        raise CheckpointError(path, f"is a {class_name} checkpoint, not a {SharpItPipeline.__name__}; "
+                                    "use init_from: zero123plus for a Zero123++ base model")
+
+
+def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_mode: str) -> SharpItPipeline:
+    """The pipeline whose UNet training starts from (all components float32, on the CPU).
+
+    Args:
+        pretrained_model: a Zero123++ v1.2 folder or hub id (``init_from="zero123plus"``; its UNet
+            is widened to 8 input channels for ``"concat"``) or a saved ``SharpItPipeline``
+            (``init_from="sharpit"``).
+        init_from: ``"zero123plus"`` or ``"sharpit"``.
+        conditioning_mode: ``"concat"`` or ``"reference"``; must match a Sharp-It checkpoint's UNet.
+    Raises:
+        CheckpointError: the folder holds another model (e.g. a Zero123++ repo given as Sharp-It,
+            or an already widened UNet given as Zero123++).
+    """
+    from diffusers import UNet2DConditionModel
+
+    pretrained_model = os.fspath(pretrained_model)
+    if init_from == "sharpit":
+        _check_sharpit_folder(pretrained_model)
+        pipe = SharpItPipeline.from_pretrained(pretrained_model)
+        if pipe.conditioning_mode != conditioning_mode:
+            raise CheckpointError(pretrained_model, f"holds a {pipe.conditioning_mode}-conditioned UNet but "
+                                                    f"conditioning_mode is {conditioning_mode!r}")
+        return pipe
+    with load_errors(pretrained_model, "Zero123++ UNet"):
+        unet = UNet2DConditionModel.from_pretrained(pretrained_model, subfolder="unet")
+    if unet.config.in_channels != unet.config.out_channels:
+        raise CheckpointError(pretrained_model, f"its UNet takes {unet.config.in_channels} input channels, not "
+                                                f"{unet.config.out_channels}: not a Zero123++ base model; use "
+                                                "init_from: sharpit for a Sharp-It checkpoint")
+    if conditioning_mode == "concat":
+        unet = init_unet_from_zero123plus(unet)
+    try:
+        return SharpItPipeline.from_zero123plus(base=pretrained_model, unet=unet,
+                                                conditioning_mode=conditioning_mode)
+    except ConfigError as exc:
+        raise CheckpointError(pretrained_model, str(exc)) from exc
