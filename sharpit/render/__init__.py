@@ -1,0 +1,27 @@
+"""Rendering meshes to the Zero123++ views and grid.
+
+``render_views`` / ``render_grid`` render a :class:`~sharpit.mesh.Mesh` (default: the six v1.2
+cameras); ``rasterize`` / ``interpolate`` are the low-level rasteriser, also usable in UV space
+for texture baking (clip vertices ``(2u - 1, 2v - 1, 0, 1)``).
+"""
+
+from .rasterizer import DEFAULT_MAX_PAIRS, Fragments, interpolate, rasterize
+from .renderer import (BACKENDS, SHADING_MODES, MultiViewRender, available_backends, render_grid,
+                       render_views)
+from .shading import face_normals, sample_texture, vertex_normals
+
+__all__ = [
+    "render_views",
+    "render_grid",
+    "MultiViewRender",
+    "rasterize",
+    "interpolate",
+    "Fragments",
+    "available_backends",
+    "BACKENDS",
+    "SHADING_MODES",
+    "DEFAULT_MAX_PAIRS",
+    "face_normals",
+    "vertex_normals",
+    "sample_texture",
+]
