@@ -15,7 +15,7 @@ from typing import Iterator, Union
 
 from .errors import OutputExistsError, OutputNotWritableError
 
-__all__ = ["atomic_path", "atomic_dir", "check_writable_dir"]
+__all__ = ["atomic_path", "atomic_dir", "write_bytes_atomic", "check_writable_dir"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -38,6 +38,13 @@ def check_writable_dir(directory: PathLike) -> Path:
     return directory
 
 
+def _new_file_mode() -> int:
+    """Permissions an ordinary new file gets under the current umask (mkstemp would give 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success it is renamed onto ``path``.
@@ -57,10 +64,18 @@ def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _new_file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def write_bytes_atomic(path: PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 @contextlib.contextmanager

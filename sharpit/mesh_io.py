@@ -12,7 +12,6 @@ save/load round trip reproduces them to within 1/255.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, List, Union
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import write_bytes_atomic
 from .cameras import gltf_to_sharpit, sharpit_to_gltf
 from .errors import (AssetNotFoundError, CorruptFileError, InputError, MeshError, OutputExistsError,
                      OutputNotWritableError, UnsupportedFormatError)
@@ -259,26 +259,6 @@ def _encode(tm, path: Path) -> Dict[str, bytes]:
     return {path.name: trimesh.exchange.ply.export_ply(tm, encoding="binary")}
 
 
-def _file_mode() -> int:
-    """Permissions of a newly created file under the current umask (mkstemp would give 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_mesh(mesh: Mesh, path: PathLike, frame: str = "auto", overwrite: bool = True) -> Path:
     """Write ``mesh`` (in the sharpit world frame) to ``path``, atomically.
 
@@ -315,7 +295,7 @@ def save_mesh(mesh: Mesh, path: PathLike, frame: str = "auto", overwrite: bool =
         path.parent.mkdir(parents=True, exist_ok=True)
         # Side files first, so the main file never points at missing ones.
         for name in sorted(files, key=lambda n: n == path.name):
-            _write_atomic(path.parent / name, files[name])
+            write_bytes_atomic(path.parent / name, files[name])
     except OSError as exc:
         raise OutputNotWritableError(path, f"could not write: {exc.strerror or exc}") from exc
     return path

@@ -72,3 +72,14 @@ def test_output_path_is_a_file(tmp_path):
         check_writable_dir(f)
     with pytest.raises(OutputNotWritableError):
         check_writable_dir(f / "sub")
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    from sharpit.atomic import write_bytes_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_bytes_atomic(tmp_path / "out.bin", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
