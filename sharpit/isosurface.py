@@ -95,11 +95,27 @@ def marching_cubes(volume: torch.Tensor, level: float, lo: float = -1.0, hi: flo
     if inside == "below":
         vol, level = -vol, -level
     verts, faces, _, _ = _mc(vol, level=level, gradient_direction="descent")
+    verts, faces = _weld(verts, faces)
     step = (hi - lo) / (vol.shape[0] - 1)
     verts = torch.from_numpy(np.ascontiguousarray(verts * step + lo, dtype=np.float32))
     # scikit-image's "descent" winding is clockwise seen from the higher-valued side; flip it.
     faces = torch.from_numpy(np.ascontiguousarray(faces[:, ::-1], dtype=np.int64))
     return verts, faces
+
+
+def _weld(verts: np.ndarray, faces: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+    """Merge coincident vertices and drop the triangles that collapse.
+
+    Where the field equals the level exactly on a grid node (flat or clamped fields), marching
+    cubes emits that node once per cell; unwelded, the surface has seams that decimation and
+    normal estimation treat as borders.
+    """
+    unique, inverse = np.unique(verts, axis=0, return_inverse=True)
+    if unique.shape[0] == verts.shape[0]:
+        return verts, faces
+    faces = inverse.reshape(-1)[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    return unique, faces[keep]
 
 
 def extract_mesh(field: FieldFn, resolution: int, level: float, lo: float = -1.0, hi: float = 1.0,

@@ -46,3 +46,15 @@ def test_bad_arguments():
         query_grid(lambda p: p[:, 0], 1)
     with pytest.raises(InputError):
         marching_cubes(torch.zeros(4, 4, 4), 0.0, inside="sideways")
+
+
+def test_vertices_on_grid_nodes_are_welded():
+    # A quantised field takes the level exactly on many grid nodes; marching cubes then emits such
+    # a node once per cell, and unwelded copies would leave seams that stop decimation.
+    from sharpit.isosurface import grid_points
+
+    vol = torch.round((0.6 - grid_points(24).norm(dim=-1)) * 4) / 4
+    verts, faces = marching_cubes(vol, 0.0)
+    assert torch.unique(verts, dim=0).shape[0] == verts.shape[0]
+    assert bool(((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])).all())
+    assert int(faces.max()) == verts.shape[0] - 1
