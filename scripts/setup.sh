@@ -29,6 +29,13 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 echo "[setup] installing sharpit[$extras]"
 "${pip[@]}" install -q -e ".[$extras]"
+# The Khronos glTF validator (a Node package) lets the tests check exported GLBs; optional.
+if command -v npm >/dev/null 2>&1 && [ ! -d "$root/.tools/node_modules/gltf-validator" ]; then
+  echo "[setup] installing the glTF validator into .tools/"
+  mkdir -p "$root/.tools"
+  (cd "$root/.tools" && npm install --silent --no-audit --no-fund --prefix . gltf-validator@2.0.0-dev.3.10 >/dev/null 2>&1) \
+    || echo "[setup] could not install gltf-validator; the GLB validation test will be skipped"
+fi
 rm -f "$venv"/.sharpit-setup-*
 touch "$stamp"
 echo "[setup] done"

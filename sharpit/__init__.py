@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from .errors import (  # noqa: E402, F401
     AssetNotFoundError,
     CheckpointError,
     ConfigError,
@@ -16,3 +16,32 @@ from .errors import (  # noqa: E402
     UnsupportedFormatError,
     WeightsNotFoundError,
 )
+
+_LAZY = {
+    "SharpIt3DPipeline": ("sharpit.pipeline", "SharpIt3DPipeline"),
+    "SharpItResult": ("sharpit.result", "SharpItResult"),
+    "Mesh": ("sharpit.mesh", "Mesh"),
+    "load_mesh": ("sharpit.mesh_io", "load_mesh"),
+    "save_mesh": ("sharpit.mesh_io", "save_mesh"),
+    "zero123plus_cameras": ("sharpit.cameras", "zero123plus_cameras"),
+    "render_views": ("sharpit.render", "render_views"),
+    "ShapEGenerator": ("sharpit.coarse", "ShapEGenerator"),
+    "SharpItPipeline": ("sharpit.refine", "SharpItPipeline"),
+    "InstantMeshReconstructor": ("sharpit.reconstruct", "InstantMeshReconstructor"),
+}
+
+
+def __getattr__(name):
+    """Import the heavy parts (diffusers, transformers) only when first used."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sharpit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

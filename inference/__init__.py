@@ -1,0 +1,1 @@
+"""Command-line entry points: ``python -m inference.generate`` and ``python -m inference.edit``."""

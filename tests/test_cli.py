@@ -1,0 +1,126 @@
+"""The command lines: smoke runs, batches across processes, resume, and error exits."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sharpit.mesh_io import save_mesh
+from sharpit.testing.meshes import colored_cube
+
+REPO = Path(__file__).resolve().parents[1]
+EDIT_FAST = ["--tiny", "--refine-steps", "2", "--coarse-grid-size", "24", "--mesh-resolution", "32"]
+FAST = EDIT_FAST + ["--coarse-steps", "2"]
+
+
+def _env(tmp_path):
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", SHARPIT_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1")
+    return env
+
+
+def run(args, tmp_path, module="inference.generate", timeout=300):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_clean_error(proc, code, *needles):
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_generate_tiny_smoke(tmp_path):
+    out = tmp_path / "chair"
+    proc = run(["--prompt", "a chair", "--out", str(out), *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "mesh.glb").stat().st_size > 0
+    assert json.loads((out / "metadata.json").read_text())["prompt"] == "a chair"
+    again = run(["--prompt", "a chair", "--out", str(out), *FAST], tmp_path)
+    assert_clean_error(again, 2, "already holds a result", "--overwrite")
+
+
+def test_edit_tiny_smoke(tmp_path):
+    asset = tmp_path / "cube.obj"
+    save_mesh(colored_cube(), asset)
+    out = tmp_path / "edited"
+    proc = run(["--asset", str(asset), "--prompt", "a golden cube", "--out", str(out), *EDIT_FAST, "--textured"],
+               tmp_path, module="inference.edit")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "mesh.glb").is_file()
+    assert json.loads((out / "metadata.json").read_text())["mesh"]["textured"] is True
+
+
+def test_cli_errors(tmp_path):
+    assert_clean_error(run(["--asset", str(tmp_path / "nope.glb"), "--prompt", "x", "--out", str(tmp_path / "o"),
+                            "--tiny"], tmp_path, module="inference.edit"), 2, "nope.glb", "not found")
+    bad = tmp_path / "model.xyz"
+    bad.write_text("solid")
+    assert_clean_error(run(["--asset", str(bad), "--prompt", "x", "--out", str(tmp_path / "o"), "--tiny"],
+                           tmp_path, module="inference.edit"), 2, "model.xyz")
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n# only a comment\n\n")
+    assert_clean_error(run(["--prompts", str(empty), "--out", str(tmp_path / "o"), "--tiny"], tmp_path),
+                       2, "no prompts")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert_clean_error(run(["--prompt", "a chair", "--out", str(blocker / "sub"), *FAST], tmp_path),
+                       2, "a_file")
+    assert_clean_error(run(["--prompt", "  ", "--out", str(tmp_path / "o"), "--tiny"], tmp_path), 2, "empty")
+
+
+def test_missing_weights_offline_exit_code(tmp_path):
+    proc = run(["--prompt", "a chair", "--out", str(tmp_path / "o"), "--shap-e", "nobody/missing-shap-e"],
+               tmp_path)
+    assert_clean_error(proc, 3, "nobody/missing-shap-e", "--tiny")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}",
+           "-m", "inference.generate", *args]
+    return subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+
+
+def test_batch_across_two_processes_and_resume(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a chair\na table\n# skipped comment\na lamp\na vase\n")
+    out = tmp_path / "batch"
+    proc = _torchrun(["--prompts", str(prompts), "--out", str(out), *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == ["00000_a_chair", "00001_a_table", "00002_a_lamp", "00003_a_vase"]
+    done_lines = [line for line in proc.stdout.splitlines() if "->" in line]
+    assert len(done_lines) == 4, proc.stdout  # each item ran exactly once across the two ranks
+    ranks = {line.split("]")[0] for line in done_lines}
+    assert ranks == {"[rank 0", "[rank 1"}
+
+    # Simulate an interruption: item 2 was never finished and left a half-written folder.
+    finished = {p: (out / p / "metadata.json").stat().st_mtime_ns for p in folders}
+    import shutil
+
+    shutil.rmtree(out / "00002_a_lamp")
+    partial = out / ".00002_a_lamp.abc123.partial"
+    partial.mkdir()
+    (partial / "mesh.glb").write_bytes(b"half")
+    proc = _torchrun(["--prompts", str(prompts), "--out", str(out), *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not partial.exists()
+    assert (out / "00002_a_lamp" / "metadata.json").is_file()
+    for p in folders:
+        if p != "00002_a_lamp":
+            assert (out / p / "metadata.json").stat().st_mtime_ns == finished[p]
+    assert proc.stdout.count("skip (done)") == 3

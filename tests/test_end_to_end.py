@@ -1,0 +1,106 @@
+"""The notebook API end to end with tiny random models: generate, edit, save, reproduce."""
+
+import json
+
+import pytest
+import torch
+import trimesh
+
+from sharpit import InputError, OutputExistsError, SharpIt3DPipeline
+from sharpit.mesh import Similarity
+from sharpit.mesh_io import load_mesh, save_mesh
+from sharpit.testing.meshes import colored_cube
+
+TINY_STEPS = dict(refine_steps=3, coarse_grid_size=32, mesh_resolution=48, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return SharpIt3DPipeline.from_tiny(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="module")
+def generated(pipe):
+    return pipe.generate("a red chair", seed=3, coarse_steps=3, **TINY_STEPS)
+
+
+def test_generate_saves_a_valid_glb_and_complete_metadata(generated, tmp_path, gltf_validate):
+    out = generated.save(tmp_path / "chair")
+    report = gltf_validate(out / "mesh.glb")
+    assert report["numErrors"] == 0, report["messages"]
+    loaded = trimesh.load(out / "mesh.glb", force="mesh")
+    assert len(loaded.faces) > 0 and len(loaded.vertices) > 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["prompt"] == "a red chair" and meta["seed"] == 3
+    for key in ("coarse_steps", "coarse_guidance_scale", "refine_steps", "refine_guidance_scale",
+                "strength", "mesh_resolution", "negative_prompt", "textured"):
+        assert key in meta["parameters"], key
+    assert set(meta["models"]) >= {"shap_e", "zero123plus", "sharpit_unet", "instantmesh"}
+    assert set(meta["versions"]) >= {"sharpit", "torch", "diffusers", "transformers"}
+    assert set(meta["timings_s"]) >= {"coarse", "render", "refine", "reconstruct", "total"}
+    for name in ("coarse_mesh.glb", "coarse_grid.png", "refined_grid.png", "latent.safetensors"):
+        assert (out / name).is_file(), name
+    assert generated.refined_grid.size == (640, 960) and generated.coarse_grid.size == (640, 960)
+    assert generated._repr_png_()[:4] == b"\x89PNG"
+
+
+def test_textured_glb_is_valid_and_keeps_its_texture(pipe, tmp_path, gltf_validate):
+    result = pipe.generate("a red chair", seed=4, coarse_steps=2, textured=True, texture_size=64,
+                           face_budget=400, **TINY_STEPS)
+    assert result.mesh.has_texture and result.mesh.num_faces <= 400
+    out = result.save(tmp_path / "textured")
+    report = gltf_validate(out / "mesh.glb")
+    assert report["numErrors"] == 0, report["messages"]
+    reloaded = load_mesh(out / "mesh.glb")
+    assert reloaded.has_texture and reloaded.texture.shape == (64, 64, 3)
+    assert json.loads((out / "metadata.json").read_text())["parameters"]["face_budget"] == 400
+
+
+def test_save_never_overwrites_silently(generated, tmp_path):
+    out = generated.save(tmp_path / "once")
+    with pytest.raises(OutputExistsError, match="once"):
+        generated.save(out)
+    generated.save(out, overwrite=True)
+
+
+def test_same_seed_reproduces(pipe, generated):
+    again = pipe.generate("a red chair", seed=3, coarse_steps=3, **TINY_STEPS)
+    assert torch.equal(again.latent, generated.latent)
+    assert list(again.refined_grid.getdata()) == list(generated.refined_grid.getdata())
+    assert torch.equal(again.mesh.vertices, generated.mesh.vertices)
+
+
+def test_edit_returns_mesh_in_the_assets_frame(pipe, tmp_path):
+    rot = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
+    placed = Similarity(rot, 4.0, torch.tensor([10.0, -3.0, 2.0], dtype=torch.float64))
+    asset = tmp_path / "rough.glb"
+    save_mesh(colored_cube().transformed(placed), asset)
+    source = load_mesh(asset)
+    result = pipe.edit(asset, "a blue cube", seed=0, **TINY_STEPS)
+    lo, hi = source.bounds()
+    center, radius = (lo + hi) / 2, float((hi - lo).norm()) / 2
+    # The reconstructor's box spans [-1, 1]^3 in its own frame, a little more than the unit
+    # sphere of the normalised asset: allow that margin around the input's bounding sphere.
+    for mesh in (result.mesh, result.coarse_mesh):
+        dist = (mesh.vertices - center).norm(dim=-1)
+        assert float(dist.max()) <= 2.0 * radius
+    assert torch.allclose(result.coarse_mesh.vertices, source.vertices, atol=1e-4)
+    assert result.source == str(asset) and result.latent is None
+
+
+def test_edit_of_a_saved_latent(pipe, generated, tmp_path):
+    out = generated.save(tmp_path / "g")
+    result = pipe.edit(out / "latent.safetensors", "a green chair", seed=1, **TINY_STEPS)
+    assert torch.equal(result.latent, generated.latent)
+    assert result.mesh.num_faces > 0
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", None, 3])
+def test_bad_prompts(pipe, prompt):
+    with pytest.raises(InputError, match="prompt"):
+        pipe.generate(prompt, seed=0, **TINY_STEPS)
+
+
+def test_bad_asset(pipe, tmp_path):
+    with pytest.raises(InputError, match="asset"):
+        pipe.edit(42, "a chair")
