@@ -147,6 +147,13 @@ def run_items(items: List[Item], args: argparse.Namespace, run_one: Callable, ne
     import torch
 
     state = PartialState(cpu=not torch.cuda.is_available())
+    if args.tiny:
+        # transformers only writes from the main process of a distributed run: build the tiny
+        # models there, the other ranks wait and then load them.
+        from sharpit.testing.pipeline import save_tiny_models
+
+        with state.main_process_first():
+            save_tiny_models(tiny_cache_dir())
     with state.split_between_processes(items) as mine:
         mine = list(mine)
     todo = []

@@ -26,17 +26,20 @@ from .cameras import zero123plus_cameras
 from .errors import AssetNotFoundError, InputError
 from .grid import tensor_to_pil
 from .mesh import Mesh, Similarity, normalize_mesh
+from .coarse.shap_e import SHAP_E_HUB_ID
+from .reconstruct.config import HUB_REPO as INSTANTMESH_HUB_REPO
 from .reconstruct.texture import DEFAULT_FACE_BUDGET
+from .refine.loading import SHARP_IT_UNET_ID, ZERO123PLUS_ID
 from .result import SharpItResult
 
 __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
 
 #: The released weights :meth:`SharpIt3DPipeline.from_pretrained` uses by default.
 DEFAULT_MODELS = {
-    "shap_e": "openai/shap-e",
-    "zero123plus": "sudo-ai/zero123plus-v1.2",
-    "sharpit_unet": "YiftachEde/Sharp-It",
-    "instantmesh": "TencentARC/InstantMesh",
+    "shap_e": SHAP_E_HUB_ID,
+    "zero123plus": ZERO123PLUS_ID,
+    "sharpit_unet": SHARP_IT_UNET_ID,
+    "instantmesh": INSTANTMESH_HUB_REPO,
     "instantmesh_variant": "large",
 }
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError
+from sharpit.refine.loading import ZERO123PLUS_ID
 
 __all__ = ["TrainConfig", "load_config_file", "build_config", "add_config_arguments", "parse_config",
            "config_to_dict"]
@@ -46,7 +47,7 @@ class TrainConfig:
     """
 
     # model
-    pretrained_model: str = "sudo-ai/zero123plus-v1.2"
+    pretrained_model: str = ZERO123PLUS_ID
     init_from: str = "zero123plus"
     conditioning_mode: str = "concat"
     # data

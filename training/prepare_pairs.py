@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sharpit.cameras import VIEW_SIZE
+from sharpit.coarse.shap_e import SHAP_E_HUB_ID
 from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError, SharpItError
 
 from .renderers import BLENDER_LIGHTINGS, BlenderTargetRenderer, SharpItTargetRenderer
@@ -180,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--captions", required=True, help="CSV of id,caption rows")
     parser.add_argument("--latents", required=True, help="folder of <id>.pt (Cap3D) or <id>.safetensors latents")
     parser.add_argument("--output", required=True, help="pairs folder (shards + index); reruns resume")
-    parser.add_argument("--shap_e", default="openai/shap-e", help="Shap-E folder or hub id to decode latents")
+    parser.add_argument("--shap_e", default=SHAP_E_HUB_ID, help="Shap-E folder or hub id to decode latents")
     parser.add_argument("--renderer", choices=("sharpit", "blender"), default="sharpit")
     parser.add_argument("--shading", choices=("unlit", "lambertian"), default="lambertian",
                         help="sharpit renderer shading")

@@ -76,7 +76,9 @@ def save_tiny_models(directory: Union[str, os.PathLike], seed: int = 0) -> Dict[
     """Build (once) tiny Shap-E, Zero123++/Sharp-It and InstantMesh models under ``directory``.
 
     Safe to call from several processes at once (a file lock serialises the first build); later
-    calls reuse the saved models.
+    calls reuse the saved models. In a ``torch.distributed`` run, call it on the main process
+    first (``PartialState().main_process_first()``): transformers' ``save_pretrained`` writes
+    nothing on the other ranks.
 
     Returns:
         Keyword arguments for :meth:`SharpIt3DPipeline.from_pretrained`: local paths for
