@@ -92,6 +92,15 @@ def read_prompts(path: str) -> List[str]:
     return prompts
 
 
+def collect_prompts(args: argparse.Namespace, example: str) -> "tuple[List[str], bool]":
+    """The prompts of ``--prompt`` or ``--prompts FILE`` and whether this is a batch."""
+    if args.prompts is not None:
+        return read_prompts(args.prompts), True
+    if not args.prompt.strip():
+        raise InputError(f"--prompt is empty; describe it, e.g. --prompt '{example}'")
+    return [args.prompt], False
+
+
 def slug(text: str, limit: int = 40) -> str:
     s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     return s[:limit] or "item"

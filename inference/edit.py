@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import add_common_args, fill_defaults, main_guard, plan_items, read_prompts, run_items
-from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
+from inference.common import add_common_args, collect_prompts, fill_defaults, main_guard, plan_items, run_items
+from sharpit.errors import AssetNotFoundError, UnsupportedFormatError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +40,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     if not is_latent and asset.suffix.lower() not in READ_FORMATS:
         raise UnsupportedFormatError(asset, f"not a mesh or latent file; mesh formats: {', '.join(READ_FORMATS)}, "
                                             "latents: .safetensors, .pt")
-    batch = args.prompts is not None
-    prompts = read_prompts(args.prompts) if batch else [args.prompt]
-    if not batch and not args.prompt.strip():
-        raise InputError("--prompt is empty; describe the new look, e.g. --prompt 'a golden chair'")
+    prompts, batch = collect_prompts(args, "a golden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
 
     def run_one(pipe, item):

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import add_common_args, fill_defaults, main_guard, plan_items, read_prompts, run_items
-from sharpit.errors import InputError
+from inference.common import add_common_args, collect_prompts, fill_defaults, main_guard, plan_items, run_items
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]] = None) -> int:
     args = fill_defaults(build_parser().parse_args(argv))
-    batch = args.prompts is not None
-    prompts = read_prompts(args.prompts) if batch else [args.prompt]
-    if not batch and not args.prompt.strip():
-        raise InputError("--prompt is empty; describe the object, e.g. --prompt 'a red wooden chair'")
+    prompts, batch = collect_prompts(args, "a red wooden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
 
     def run_one(pipe, item):

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402, F401
+from .errors import (  # noqa: E402
     AssetNotFoundError,
     CheckpointError,
     ConfigError,
@@ -16,6 +16,14 @@ from .errors import (  # noqa: E402, F401
     UnsupportedFormatError,
     WeightsNotFoundError,
 )
+
+__all__ = [
+    "AssetNotFoundError", "CheckpointError", "ConfigError", "CorruptFileError", "EmptySurfaceError",
+    "InputError", "MeshError", "OutputExistsError", "OutputNotWritableError", "SharpItError",
+    "UnsupportedFormatError", "WeightsNotFoundError",
+    "SharpIt3DPipeline", "SharpItResult", "Mesh", "load_mesh", "save_mesh", "zero123plus_cameras",
+    "render_views", "ShapEGenerator", "SharpItPipeline", "InstantMeshReconstructor",
+]
 
 _LAZY = {
     "SharpIt3DPipeline": ("sharpit.pipeline", "SharpIt3DPipeline"),

@@ -38,6 +38,15 @@ def check_writable_dir(directory: PathLike) -> Path:
     return directory
 
 
+def _claim(path: PathLike, overwrite: bool) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``; make sure its folder can be written."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(path)
+    check_writable_dir(path.parent)
+    return path
+
+
 def _new_file_mode() -> int:
     """Permissions an ordinary new file gets under the current umask (mkstemp would give 0600)."""
     mask = os.umask(0)
@@ -55,10 +64,7 @@ def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     Raises:
         OutputExistsError: when ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path)
-    check_writable_dir(path.parent)
+    path = _claim(path, overwrite)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -88,10 +94,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     Raises:
         OutputExistsError: when ``path`` exists and ``overwrite`` is False.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path)
-    check_writable_dir(path.parent)
+    path = _claim(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp

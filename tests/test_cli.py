@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from sharpit.mesh_io import save_mesh
 from sharpit.testing.meshes import colored_cube

@@ -25,17 +25,8 @@ from training.train_sharpit import train
 TILE = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, one_thread):
+def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     assets, latents = root / "assets" / "000-000", root / "latents"
     latents.mkdir(parents=True)

@@ -18,15 +18,6 @@ from training.train_sharpit import make_optimizer
 CONFIGS = ("training/configs/single_gpu_48gb.yaml", "training/configs/multi_gpu.yaml")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("path", CONFIGS)
 def test_shipped_configs_load(path):
     config = parse_config(["--config", path, "--train_data", "pairs"])
