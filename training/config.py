@@ -39,6 +39,8 @@ class TrainConfig:
             ``conditioning_mode="reference"``) or a saved ``SharpItPipeline`` (``init_from="sharpit"``).
         data: ``train_data`` is a folder written by ``training.prepare_pairs``; ``tile_size`` must
             match it when given (None = the dataset's); ``validation_data`` defaults to ``train_data``.
+            ``precomputed_latents`` is a folder written by ``training.precompute_latents`` for
+            ``train_data`` and this ``pretrained_model``'s VAE and text encoder (None: run them every step).
         optimisation: AdamW (``use_8bit_adam`` needs bitsandbytes), ``lr_scheduler`` from diffusers'
             ``get_scheduler``, ``max_grad_norm`` clipping, ``cfg_drop`` the fraction of samples
             trained unconditionally (prompt "" and a zero condition latent).
@@ -53,6 +55,7 @@ class TrainConfig:
     # data
     train_data: str = ""
     validation_data: Optional[str] = None
+    precomputed_latents: Optional[str] = None
     tile_size: Optional[int] = None
     dataloader_num_workers: int = 2
     # output

@@ -4,6 +4,12 @@ All randomness of a step (VAE posterior samples, timesteps, noise, dropped sampl
 noise) is drawn from one CPU generator made by :func:`step_generator` from
 ``(seed, step, process)``, so a step's result does not depend on what ran before it: the base of
 bit-identical resumption.
+
+Encoding is split in two: :func:`encode_posteriors` runs the frozen VAE and text encoder (the
+deterministic, expensive part, which ``training.precompute_latents`` stores once) and
+:func:`sample_batch` draws the step's VAE posterior samples. :func:`encode_batch` is the two in a
+row, and gives bit for bit what the pipeline's ``encode_target_latents`` and
+``encode_condition_latents`` return for the same generator.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ from typing import Dict, Sequence
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from sharpit.errors import InputError
-from sharpit.refine.conditioning import (NULL_PROMPT, drop_conditions, encode_condition_latents, encode_prompt,
-                                         encode_target_latents)
+from sharpit.refine.conditioning import NULL_PROMPT, vae_precision, drop_conditions, encode_prompt
 from sharpit.refine.denoise import conditioned_unet_forward
+from sharpit.refine.scaling import pixels_to_vae_input, scale_latents
 
-__all__ = ["make_noise_scheduler", "EncodedBatch", "encode_batch", "step_generator", "sharpit_loss",
-           "null_prompt_embeds"]
+__all__ = ["make_noise_scheduler", "EncodedPosteriors", "EncodedBatch", "encode_posteriors", "sample_batch",
+           "encode_batch", "step_generator", "sharpit_loss", "null_prompt_embeds"]
 
 
 def make_noise_scheduler() -> DDPMScheduler:
@@ -38,11 +45,27 @@ def step_generator(seed: int, step: int, process_index: int = 0) -> torch.Genera
 
 
 @dataclass
+class EncodedPosteriors:
+    """What the frozen models make of one batch, before any random draw.
+
+    Attributes:
+        target: (B, 2 * 4, h, w) VAE posterior parameters (``latent_dist.parameters``: mean then
+            log-variance along channels) of the target grids, in VAE space (no scaling).
+        condition: (B, 2 * 4, h, w) the same for the coarse grids.
+        prompt_embeds: (B, 77, D) caption embeddings.
+    """
+
+    target: torch.Tensor
+    condition: torch.Tensor
+    prompt_embeds: torch.Tensor
+
+
+@dataclass
 class EncodedBatch:
     """Model-space inputs of one batch.
 
     Attributes:
-        latents: (B, 4, h, w) Zero123++-scaled target latents (:func:`encode_target_latents`).
+        latents: (B, 4, h, w) Zero123++-scaled target latents (as ``encode_target_latents``).
         condition: (B, 4, h, w) unscaled condition latents of the coarse grids.
         prompt_embeds: (B, 77, D) caption embeddings.
     """
@@ -52,17 +75,46 @@ class EncodedBatch:
     prompt_embeds: torch.Tensor
 
 
+def _posterior_parameters(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 2C, H/8, W/8) posterior parameters of (B, 3, H, W) pixels in [0, 1], in the dtype the VAE ran in."""
+    with vae_precision(vae) as dtype:
+        return vae.encode(pixels_to_vae_input(pixels.to(device=vae.device, dtype=dtype))).latent_dist.parameters
+
+
 @torch.no_grad()
+def encode_posteriors(vae, tokenizer, text_encoder, target: torch.Tensor, coarse: torch.Tensor,
+                      captions: Sequence[str]) -> EncodedPosteriors:
+    """Run the frozen models on (B, 3, H, W) target and coarse grids in [0, 1] and B captions."""
+    if target.ndim != 4 or target.shape[1] != 3 or target.shape != coarse.shape or target.shape[0] != len(captions):
+        raise InputError(f"target {tuple(target.shape)}, coarse {tuple(coarse.shape)} and {len(captions)} "
+                         "captions do not form one batch of (B, 3, H, W) grids")
+    return EncodedPosteriors(_posterior_parameters(vae, target), _posterior_parameters(vae, coarse),
+                             encode_prompt(tokenizer, text_encoder, list(captions)))
+
+
+@torch.no_grad()
+def sample_batch(posteriors: EncodedPosteriors, scaling_factor: float, generator: torch.Generator) -> EncodedBatch:
+    """Draw the step's posterior samples (target first, then condition) and scale the target latents.
+
+    Args:
+        posteriors: from :func:`encode_posteriors` or a latent cache.
+        scaling_factor: the VAE's ``config.scaling_factor``.
+        generator: the step generator; it is advanced exactly as ``vae.encode(...).latent_dist.sample``
+            would advance it.
+    Returns:
+        float32 :class:`EncodedBatch` on the posteriors' device.
+    """
+    target = DiagonalGaussianDistribution(posteriors.target).sample(generator)
+    condition = DiagonalGaussianDistribution(posteriors.condition).sample(generator)
+    return EncodedBatch(scale_latents(target * scaling_factor).float(), condition.float(),
+                        posteriors.prompt_embeds.float())
+
+
 def encode_batch(vae, tokenizer, text_encoder, target: torch.Tensor, coarse: torch.Tensor,
                  captions: Sequence[str], generator: torch.Generator) -> EncodedBatch:
     """Encode (B, 3, H, W) target and coarse grids in [0, 1] and B captions with the frozen models."""
-    if target.shape != coarse.shape or target.shape[0] != len(captions):
-        raise InputError(f"target {tuple(target.shape)}, coarse {tuple(coarse.shape)} and {len(captions)} "
-                         "captions do not form one batch")
-    latents = encode_target_latents(vae, target, generator)
-    condition = encode_condition_latents(vae, coarse, generator)
-    embeds = encode_prompt(tokenizer, text_encoder, list(captions))
-    return EncodedBatch(latents.float(), condition.float(), embeds.float())
+    posteriors = encode_posteriors(vae, tokenizer, text_encoder, target, coarse, captions)
+    return sample_batch(posteriors, vae.config.scaling_factor, generator)
 
 
 @torch.no_grad()

@@ -11,9 +11,10 @@ Usage (from the repository root)::
     # resume after an interruption
     ... --resume_from_checkpoint latest
 
-The VAE and text encoder are frozen; only the UNet trains, on the v-prediction MSE of SPEC
-section 3 (DDPM, linear betas 0.00085..0.012, 1000 steps), with 10 % of the samples given the
-unconditional branch (prompt "" and a zero condition latent). Checkpoints land in
+The VAE and text encoder are frozen (run every step, or read from a cache written by
+``python -m training.precompute_latents``: ``--precomputed_latents DIR``); only the UNet trains, on
+the v-prediction MSE of SPEC section 3 (DDPM, linear betas 0.00085..0.012, 1000 steps), with 10 %
+of the samples given the unconditional branch (prompt "" and a zero condition latent). Checkpoints land in
 ``output_dir/checkpoint-<step>``, TensorBoard logs in ``output_dir/logs``, and the final
 ``SharpItPipeline`` in ``output_dir/pipeline`` (load it with ``SharpItPipeline.from_pretrained``).
 """
@@ -38,7 +39,9 @@ from sharpit.errors import ConfigError, OutputExistsError, SharpItError
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict, parse_config
 from .data import PairDataset, make_dataloader
-from .loss import encode_batch, make_noise_scheduler, null_prompt_embeds, sharpit_loss, step_generator
+from .latent_cache import CachedPairDataset, batch_posteriors, encoder_fingerprint
+from .loss import (encode_posteriors, make_noise_scheduler, null_prompt_embeds, sample_batch, sharpit_loss,
+                   step_generator)
 from .models import load_training_pipeline
 
 __all__ = ["train", "main", "make_optimizer"]
@@ -157,11 +160,15 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None) -> 
 
     pipe = load_training_pipeline(config.pretrained_model, config.init_from, config.conditioning_mode)
     vae, text_encoder, tokenizer, unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
+    cached = None
+    if config.precomputed_latents:
+        cached = CachedPairDataset(config.precomputed_latents, dataset,
+                                   encoder_fingerprint(vae, text_encoder, tokenizer), config.pretrained_model)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     for frozen in (vae, text_encoder):
-        frozen.requires_grad_(False).eval().to(device)
-        if weight_dtype != torch.float32:
-            frozen.to(dtype=weight_dtype)
+        frozen.requires_grad_(False).eval()
+        if cached is None or config.num_validation_samples > 0:  # with a cache only validation runs them
+            frozen.to(device, dtype=weight_dtype)
     unet.requires_grad_(True).train().to(device)
     _configure_unet(unet, config, device)
     noise_scheduler = make_noise_scheduler()
@@ -181,7 +188,7 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None) -> 
         state = load_checkpoint(accelerator, resume, unet, optimizer, lr_scheduler, ema)
         logger.info("resumed from %s at step %d", resume, state["global_step"])
     global_step, consumed = int(state["global_step"]), int(state["batches_consumed"])
-    loader = make_dataloader(dataset, config.train_batch_size, config.seed, accelerator.num_processes,
+    loader = make_dataloader(cached or dataset, config.train_batch_size, config.seed, accelerator.num_processes,
                              accelerator.process_index, start=consumed, num_workers=config.dataloader_num_workers)
     null_embeds = null_prompt_embeds(tokenizer, text_encoder).float()
     raw_unet = accelerator.unwrap_model(unet)
@@ -198,8 +205,13 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None) -> 
         for micro in range(accum):
             batch = next(batches)
             generator = step_generator(config.seed, consumed, accelerator.process_index)
-            encoded = encode_batch(vae, tokenizer, text_encoder, batch["target"].to(device, weight_dtype),
-                                   batch["coarse"].to(device, weight_dtype), batch["caption"], generator)
+            if cached is None:
+                posteriors = encode_posteriors(vae, tokenizer, text_encoder,
+                                               batch["target"].to(device, weight_dtype),
+                                               batch["coarse"].to(device, weight_dtype), batch["caption"])
+            else:
+                posteriors = batch_posteriors(batch, device)
+            encoded = sample_batch(posteriors, vae.config.scaling_factor, generator)
             sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(unet)
             with sync:
                 out = sharpit_loss(unet, noise_scheduler, encoded, null_embeds, config.conditioning_mode,

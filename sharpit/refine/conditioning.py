@@ -24,6 +24,7 @@ from .scaling import pixels_to_vae_input, scale_latents, unscale_latents, vae_ou
 
 __all__ = [
     "NULL_PROMPT",
+    "vae_precision",
     "encode_prompt",
     "encode_condition_latents",
     "encode_target_latents",
@@ -58,7 +59,7 @@ def encode_prompt(tokenizer, text_encoder, prompt: Union[str, Sequence[str]],
 
 
 @contextlib.contextmanager
-def _vae_precision(vae):
+def vae_precision(vae):
     """Run the VAE in float32 when it is float16 and its config asks for it (``force_upcast``)."""
     dtype = vae.dtype
     upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
@@ -79,7 +80,7 @@ def _check_pixels(pixels: torch.Tensor) -> None:
 
 def _encode(vae, pixels: torch.Tensor, generator, device) -> torch.Tensor:
     _check_pixels(pixels)
-    with _vae_precision(vae) as dtype:
+    with vae_precision(vae) as dtype:
         x = pixels_to_vae_input(pixels.to(device=device or vae.device, dtype=dtype))
         latents = vae.encode(x).latent_dist.sample(generator)
     return latents
@@ -109,7 +110,7 @@ def encode_target_latents(vae, pixels: torch.Tensor, generator: Optional[torch.G
 
 def decode_latents(vae, latents: torch.Tensor, device: Optional[torch.device] = None) -> torch.Tensor:
     """Inverse of :func:`encode_target_latents`: (B, 4, h, w) Zero123++ latents -> (B, 3, 8h, 8w) pixels in [0, 1]."""
-    with _vae_precision(vae) as dtype:
+    with vae_precision(vae) as dtype:
         z = unscale_latents(latents.to(device=device or vae.device, dtype=dtype)) / vae.config.scaling_factor
         decoded = vae.decode(z).sample
     return vae_output_to_pixels(decoded.float())
