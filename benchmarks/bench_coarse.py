@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchutil import sync
 
 REAL_PRIOR = dict(num_attention_heads=16, attention_head_dim=64, num_layers=24, embedding_dim=1024,
                   num_embeddings=1024, additional_embeddings=0, time_embed_act_fn="gelu",
@@ -51,11 +52,6 @@ def build(device: torch.device, dtype: torch.dtype):
                          model_id="random-init")
     gen.set_progress_bar_config(disable=True)
     return gen
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device, repeats=1, warmup=True):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import resource
 import shlex
 import sys
 import time
@@ -31,23 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_coarse import build as build_coarse  # noqa: E402
 from bench_refine import DTYPES, build_pipeline as build_refiner  # noqa: E402
+from benchutil import peak_memory_bytes, sync  # noqa: E402
 
 from sharpit.cameras import zero123plus_cameras  # noqa: E402
 from sharpit.reconstruct import InstantMeshReconstructor  # noqa: E402
 from sharpit.render import render_views  # noqa: E402
 
 FULL = {"coarse_steps": 64, "refine_steps": 75}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
 
 
 class Stage:
@@ -59,14 +48,14 @@ class Stage:
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        _sync(self.device)
+        sync(self.device)
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        _sync(self.device)
+        sync(self.device)
         self.seconds = time.perf_counter() - self.start
-        self.rows.append((self.name, self.seconds, _peak_gb(self.device)))
+        self.rows.append((self.name, self.seconds, peak_memory_bytes(self.device) / 2 ** 30))
         return False
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import resource
 import sys
 import time
 
 import torch
+from benchutil import peak_memory_bytes, sync
 
 from sharpit.isosurface import query_grid, query_points
 from sharpit.mesh import Mesh
@@ -27,19 +27,14 @@ from sharpit.reconstruct.inputs import camera_vectors
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn, device, repeats: int):
     """Run ``fn`` ``repeats`` times; return (last result, best seconds)."""
     best, out = float("inf"), None
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         out = fn()
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return out, best
 
@@ -50,13 +45,6 @@ def _uv_sphere(faces: int, radius: float = 0.35) -> Mesh:
     n = max(8, int(round((faces / 4) ** 0.5)))  # trimesh's uv_sphere has about 4 n^2 faces
     s = trimesh.creation.uv_sphere(radius=radius, count=[n, n])
     return Mesh(torch.from_numpy(s.vertices).float(), torch.from_numpy(s.faces).long())
-
-
-def _peak_memory(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (CUDA allocated)"
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return f"{kib / 2**20:.2f} GiB (process max RSS)"
 
 
 def main(argv=None) -> None:
@@ -121,7 +109,8 @@ def main(argv=None) -> None:
     print(f"- device: {device} ({dev_name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"- command: `python {' '.join(sys.argv)}`")
-    print(f"- peak memory: {_peak_memory(device)}\n")
+    kind = "CUDA allocated" if device.type == "cuda" else "process max RSS"
+    print(f"- peak memory: {peak_memory_bytes(device) / 2**30:.2f} GiB ({kind})\n")
     print("| step | seconds | notes |\n|---|---|---|")
     for name, sec, note in rows:
         print(f"| {name} | {sec:.3f} | {note} |")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import resource
 import statistics
 import sys
 import tempfile
 import time
 
 import torch
+from benchutil import peak_memory_bytes, sync
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -58,18 +58,6 @@ def build_pipeline(mode: str, dtype: torch.dtype, device: str):
     return pipe
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def peak_memory_gb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**30
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 2**20
-
-
 @torch.no_grad()
 def bench_mode(mode: str, args) -> dict:
     from sharpit.refine import coerce_condition
@@ -91,17 +79,17 @@ def bench_mode(mode: str, args) -> dict:
     latents = torch.randn((1, 4, 120, 80), generator=generator).to(args.device, dtype) * pipe.scheduler.init_noise_sigma
     times = []
     for i, t in enumerate(timesteps):
-        _sync(args.device)
+        sync(args.device)
         start = time.perf_counter()
         latents = pipe.denoise_step(latents, t, embeds, cond, args.guidance_scale, generator)
-        _sync(args.device)
+        sync(args.device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     if args.decode:
         pipe._postprocess(latents, "pt")
-        _sync(args.device)
+        sync(args.device)
     result = {"mode": mode, "step_ms": 1000 * statistics.median(times), "steps": len(times),
-              "peak_gb": peak_memory_gb(args.device), "finite": bool(torch.isfinite(latents).all())}
+              "peak_gb": peak_memory_bytes(args.device) / 2**30, "finite": bool(torch.isfinite(latents).all())}
     del pipe
     return result
 

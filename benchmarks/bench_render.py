@@ -13,28 +13,17 @@ import argparse
 import datetime
 import math
 import platform
-import resource
 import shlex
 import statistics
 import sys
 import time
 
 import torch
+from benchutil import peak_memory_bytes, sync
 
 from sharpit.cameras import zero123plus_cameras
 from sharpit.render import render_views
 from sharpit.testing.meshes import uv_sphere
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def main(argv=None) -> None:
@@ -62,17 +51,17 @@ def main(argv=None) -> None:
 
     for _ in range(args.warmup):
         render_views(mesh, cameras, **kwargs)
-    _sync(device)
+    sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(args.repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         render_views(mesh, cameras, **kwargs)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
-    peak = _peak_memory_mb(device)
+    peak = peak_memory_bytes(device) / 2**20
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {args.threads} threads"
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

@@ -25,7 +25,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE, os.path.dirname(_HERE)]  # the other benchmarks, and the repo's `training` package
 from bench_refine import build_pipeline  # noqa: E402  (the full-size architecture, one definition)
 
 from training.loss import encode_batch, make_noise_scheduler, null_prompt_embeds, sharpit_loss, step_generator  # noqa: E402
