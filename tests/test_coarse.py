@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sharpit.cameras import SHAP_E_TO_SHARPIT, zero123plus_cameras
-from sharpit.coarse import ShapEGenerator
+from sharpit.coarse import ShapEGenerator, karras_sigmas
 from sharpit.coarse.fields import frame_mesh, stf_fields, stf_mesh, load_latent_into_mlp
 from sharpit.errors import (AssetNotFoundError, CheckpointError, EmptySurfaceError, InputError,
                             WeightsNotFoundError)
@@ -50,10 +50,27 @@ def test_from_pretrained_local(gen, tiny_dir):
     assert gen.device.type == "cpu" and gen.prior.dtype == torch.float32
     assert gen.latent_width == TINY_SHAP_E_LATENT_WIDTH
     assert gen.model_id == str(tiny_dir)
-    gen.scheduler.set_timesteps(64)
-    assert len(gen.scheduler.timesteps) == 127  # Heun: 2 * steps - 1 model calls
-    assert gen.scheduler.sigmas[0].item() == pytest.approx(160.0)
-    assert gen.scheduler.sigmas[-2].item() == pytest.approx(1e-3, rel=1e-3)
+    sigmas = karras_sigmas(64)
+    assert len(sigmas) == 65 and sigmas[-1] == 0
+    assert sigmas[0].item() == pytest.approx(160.0)
+    assert sigmas[-2].item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_prior_sees_integer_timesteps(gen, monkeypatch):
+    """The prior was trained on integer timesteps; the official sampler truncates (SPEC section 5)."""
+    seen = []
+    forward = gen.prior.forward
+    monkeypatch.setattr(gen.prior, "forward", lambda x, timestep, **kw: seen.append(timestep) or forward(
+        x, timestep, **kw))
+    gen.sample_latents("a chair", num_inference_steps=4, seed=0)
+    assert len(seen) == 7 and all(t.dtype == torch.long and t.shape == (2,) for t in seen)
+    assert [int(t[0]) for t in seen][:3] == sorted([int(t[0]) for t in seen][:3], reverse=True)
+
+
+@pytest.mark.parametrize("embeds", [torch.zeros(2, 3), torch.zeros(16), torch.zeros(0, 16), "text"])
+def test_bad_embeddings(gen, embeds):
+    with pytest.raises(InputError, match="embeds must be"):
+        gen.sample_from_embeddings(embeds, num_inference_steps=1)
 
 
 def test_missing_weights_offline_names_hub_id(tmp_path, monkeypatch):

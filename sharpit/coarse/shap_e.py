@@ -29,14 +29,12 @@ from ..mesh import Mesh, Similarity
 from .fields import frame_mesh, load_latent_into_mlp, stf_fields, stf_mesh
 from .latents import check_latents
 from .nerf import render_latent_nerf
+from .sampling import OFFICIAL_SIGMA_MAX, OFFICIAL_SIGMA_MIN, ShapEDiffusionClock, heun_sample, karras_sigmas
 
-__all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX"]
+__all__ = ["ShapEGenerator", "SHAP_E_HUB_ID"]
 
 #: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
 SHAP_E_HUB_ID = "openai/shap-e"
-#: The official Shap-E Karras sampler's noise range (``sample_latents`` in the shap-e package).
-OFFICIAL_SIGMA_MIN = 1e-3
-OFFICIAL_SIGMA_MAX = 160.0
 
 _RENDER_MODES = ("mesh", "nerf")
 
@@ -48,9 +46,10 @@ class ShapEGenerator:
         prior: ``PriorTransformer`` (predicts the clean latent, ``prediction_type="sample"``).
         text_encoder: ``CLIPTextModelWithProjection``.
         tokenizer: ``CLIPTokenizer``.
-        scheduler: ``HeunDiscreteScheduler`` with Karras sigmas; its noise range is set to the
-            official ``sigma_min=1e-3, sigma_max=160`` (diffusers' default derives 0.11 .. 403 from
-            the training betas).
+        scheduler: the ``HeunDiscreteScheduler`` of ``openai/shap-e``; only its config is used (the
+            training diffusion's length and "exp" schedule): sampling runs the official Karras/Heun
+            loop of :mod:`sharpit.coarse.sampling`, which differs from diffusers' Heun step in
+            where it clamps and which timestep the prior sees.
         renderer: ``ShapERenderer`` (kept in float32: its positional encoding reaches
             ``2^14 * x``, which float16 cannot resolve).
         model_id: the hub id or folder the components came from (recorded in latent metadata).
@@ -63,7 +62,7 @@ class ShapEGenerator:
         self.scheduler = scheduler
         self.renderer = renderer.eval()
         self.model_id = str(model_id)
-        self.scheduler.register_to_config(sigma_min=OFFICIAL_SIGMA_MIN, sigma_max=OFFICIAL_SIGMA_MAX)
+        self._clock = ShapEDiffusionClock.from_scheduler_config(scheduler.config)
         self._progress_kwargs: Dict[str, Any] = {}
         prior_width = prior.config.num_embeddings * prior.config.embedding_dim
         rows = sum(int(shape[0]) for shape in renderer.config.param_shapes)
@@ -156,17 +155,18 @@ class ShapEGenerator:
     def sample_latents(self, prompts: Union[str, Sequence[str]], guidance_scale: float = 15.0,
                        num_inference_steps: int = 64, generator: Optional[torch.Generator] = None,
                        num_per_prompt: int = 1, seed: Optional[int] = None) -> torch.Tensor:
-        """Sample Shap-E latents for ``prompts``.
+        """Sample Shap-E latents for ``prompts`` with the official sampler.
 
-        Heun's method on Karras sigmas from 160 to 1e-3, no churn, clean-latent predictions
-        clipped to [-1, 1] (the official settings; the Sharp-It author used 128 steps).
-        ``num_inference_steps`` Heun steps cost ``2 * steps - 1`` prior calls; with
-        ``guidance_scale > 1`` the conditional and unconditional (zero embedding) passes share
-        one batched prior call.
+        Heun's method on Karras sigmas from 160 to 1e-3, no churn, integer model timesteps, and
+        each guidance branch's clean-latent prediction clamped to [-1, 1] before guidance, as
+        the official ``shap_e`` code samples (see :mod:`sharpit.coarse.sampling`; the Sharp-It
+        author used 128 steps). ``num_inference_steps`` steps cost ``2 * steps - 1`` prior calls;
+        with guidance the conditional and unconditional (zero embedding) rows share one call.
 
         Args:
             prompts: a prompt or a non-empty list of prompts.
-            guidance_scale: classifier-free guidance scale (1 disables guidance).
+            guidance_scale: classifier-free guidance scale; 1 (or 0, as in the official sampler)
+                disables guidance.
             num_inference_steps: number of Karras steps (official: 64).
             generator: a ``torch.Generator`` for the initial noise; or pass ``seed``. With
                 neither, the global RNG is used.
@@ -176,14 +176,32 @@ class ShapEGenerator:
             (len(prompts) * num_per_prompt, W) float32 latents on the generator's device.
         """
         prompts = _check_prompts(prompts)
-        if int(num_inference_steps) < 1:
-            raise InputError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if int(num_per_prompt) < 1:
             raise InputError(f"num_per_prompt must be >= 1, got {num_per_prompt}")
-        if not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
-            raise InputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
-        if generator is not None and seed is not None:
-            raise InputError("pass either generator or seed, not both")
+        _check_sampling_args(guidance_scale, num_inference_steps, generator, seed)
+        embeds = self.encode_prompts(prompts).repeat_interleave(int(num_per_prompt), dim=0)
+        return self.sample_from_embeddings(embeds, guidance_scale, num_inference_steps, generator=generator,
+                                           seed=seed)
+
+    @torch.no_grad()
+    def sample_from_embeddings(self, embeds: torch.Tensor, guidance_scale: float = 15.0,
+                               num_inference_steps: int = 64, generator: Optional[torch.Generator] = None,
+                               seed: Optional[int] = None) -> torch.Tensor:
+        """Sample one latent per row of precomputed text embeddings (official sampler, as
+        :meth:`sample_latents`).
+
+        Args:
+            embeds: (B, D) embeddings in the prior's input scale (:meth:`encode_prompts`:
+                unit norm times ``sqrt(D)``); the unconditional branch uses zeros.
+        Returns:
+            (B, W) float32 latents.
+        """
+        _check_sampling_args(guidance_scale, num_inference_steps, generator, seed)
+        width = self.prior.config.embedding_proj_dim
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2 or embeds.shape[1] != width \
+                or embeds.shape[0] < 1:
+            got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise InputError(f"embeds must be a (B, {width}) tensor of text embeddings, got {got}")
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
 
@@ -191,27 +209,33 @@ class ShapEGenerator:
         from tqdm.auto import tqdm
 
         dev, dtype = self.device, self.prior.dtype
-        cond = self.encode_prompts(prompts).repeat_interleave(int(num_per_prompt), dim=0)
-        batch = cond.shape[0]
-        cfg = guidance_scale > 1.0
-        embeds = torch.cat([torch.zeros_like(cond), cond]) if cfg else cond
+        batch = embeds.shape[0]
+        guided = float(guidance_scale) not in (0.0, 1.0)
+        cond = embeds.to(device=dev, dtype=torch.float32)
+        rows = torch.cat([cond, torch.zeros_like(cond)]) if guided else cond   # official order: cond, uncond
+        rows = rows.to(dtype)
 
-        sched = self.scheduler
-        sched.set_timesteps(int(num_inference_steps), device=dev)
+        sigmas = karras_sigmas(int(num_inference_steps), OFFICIAL_SIGMA_MIN, OFFICIAL_SIGMA_MAX)
+        timesteps = self._clock.timesteps(sigmas[:-1]).to(dev)
+        sigmas = sigmas.to(dev)
+        c_in = 1.0 / (sigmas ** 2 + 1) ** 0.5
         shape = (batch, self.prior.config.num_embeddings, self.prior.config.embedding_dim)
-        latents = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32)
-        latents = latents * sched.init_noise_sigma
-        embeds = embeds.to(dtype)
-        for t in tqdm(sched.timesteps, desc="Shap-E prior", **self._progress_kwargs):
-            model_in = torch.cat([latents, latents]) if cfg else latents
-            model_in = sched.scale_model_input(model_in, t).to(dtype)
-            pred = self.prior(model_in, timestep=t, proj_embedding=embeds).predicted_image_embedding
-            pred = pred[..., :shape[2]].float()             # drop the variance half
-            if cfg:
-                uncond, text = pred.chunk(2)
-                pred = uncond + guidance_scale * (text - uncond)
-            latents = sched.step(pred, t, latents).prev_sample
-        return latents.reshape(batch, -1)
+        latents = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32) * sigmas[0]
+
+        def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
+            model_in = (x * c_in[i]).to(dtype)
+            if guided:
+                model_in = torch.cat([model_in, model_in])
+            t = timesteps[i].expand(model_in.shape[0])
+            pred = self.prior(model_in, timestep=t, proj_embedding=rows).predicted_image_embedding
+            x0 = pred[..., :shape[2]].float().clamp(-1.0, 1.0)     # drop the variance half; clamp per branch
+            if guided:
+                x0_cond, x0_uncond = x0.chunk(2)
+                x0 = x0_uncond + float(guidance_scale) * (x0_cond - x0_uncond)
+            return x0
+
+        steps = lambda idx: tqdm(idx, desc="Shap-E prior", **self._progress_kwargs)  # noqa: E731
+        return heun_sample(denoise, latents, sigmas, steps).reshape(batch, -1)
 
     def metadata(self, prompts: Union[str, Sequence[str]], guidance_scale: float = 15.0,
                  num_inference_steps: int = 64, seed: Optional[int] = None,
@@ -301,6 +325,17 @@ class ShapEGenerator:
         normals = torch.zeros_like(images)
         return MultiViewRender(images=images, alpha=alpha, depth=depth, normals=normals,
                                cameras=cameras.to(images.device))
+
+
+def _check_sampling_args(guidance_scale, num_inference_steps, generator, seed) -> None:
+    if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps \
+            or int(num_inference_steps) < 1:
+        raise InputError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
+            or not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
+        raise InputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+    if generator is not None and seed is not None:
+        raise InputError("pass either generator or seed, not both")
 
 
 def _check_prompts(prompts: Union[str, Sequence[str]]) -> List[str]:
