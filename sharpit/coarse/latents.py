@@ -7,7 +7,8 @@ stored as they are; every other value is JSON-encoded and its key listed under
 added.
 
 Cap3D-style ``.pt`` files (one latent per file, saved with ``torch.save``) are read with
-``torch.load(weights_only=True)``; they may hold a (W,), (1, W) or (rows, d_latent) tensor.
+:func:`sharpit.safe_load.load_checkpoint` (never executes pickled code); they may hold a (W,),
+(1, W) or (rows, d_latent) tensor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import AssetNotFoundError, CorruptFileError, InputError, UnsupportedFormatError
+from ..safe_load import load_checkpoint
 
 __all__ = ["save_latents", "load_latents", "check_latents", "SHAP_E_LATENT_WIDTH"]
 
@@ -145,10 +147,7 @@ def _load_safetensors(path: Path) -> Tuple[torch.Tensor, Dict[str, Any]]:
 
 
 def _load_pt(path: Path, width: int) -> torch.Tensor:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors have many types
-        raise CorruptFileError(path, f"cannot load with torch.load(weights_only=True) ({exc})") from exc
+    obj = load_checkpoint(path)
     if not isinstance(obj, torch.Tensor):
         raise CorruptFileError(path, f"expected one latent tensor, found {type(obj).__name__}")
     if obj.numel() == width and obj.ndim in (1, 2):

@@ -2,16 +2,16 @@
 
 Container: ``torch.save`` of a dict whose ``"state_dict"`` maps names to tensors. The model lives
 under ``lrm_generator.``; other entries (the training module's ``lpips.`` network, ...) and any
-name containing ``source_camera`` are ignored. Files are read with ``weights_only=True``: a file
-that needs a full unpickle is rejected, never executed.
+name containing ``source_camera`` are ignored. Files are read by :func:`sharpit.safe_load.load_checkpoint`:
+``weights_only=True`` first, then an allow-list reader that keeps the tensors of a Lightning file
+whose hyper-parameters, callbacks or optimizer entries name foreign classes. Nothing in a
+checkpoint is ever executed.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 
 from ..errors import AssetNotFoundError, CheckpointError, CorruptFileError, WeightsNotFoundError
+from ..safe_load import load_checkpoint
 from .config import CHECKPOINT_PREFIX, HUB_FILENAMES, HUB_REPO, IGNORED_KEY_SUBSTRINGS, VARIANTS
 
 __all__ = ["read_state_dict", "KeyReport", "compare_keys", "guess_variant", "resolve_checkpoint",
@@ -32,20 +33,17 @@ def read_state_dict(path: "os.PathLike[str] | str") -> Dict[str, torch.Tensor]:
 
     Raises:
         AssetNotFoundError: no such file.
-        CorruptFileError: the file cannot be read as a ``weights_only`` torch checkpoint.
+        CorruptFileError: the file is not a readable PyTorch checkpoint.
         CheckpointError: it is readable but has no ``lrm_generator.`` tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise AssetNotFoundError(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
-            AttributeError, TypeError) as exc:
-        raise CorruptFileError(
-            path, f"cannot be read as a PyTorch checkpoint with weights_only=True ({type(exc).__name__}: "
-                  f"{str(exc).splitlines()[0] if str(exc) else ''}); re-download it "
-                  f"(`huggingface-cli download {HUB_REPO} <file>`)") from exc
+        obj = load_checkpoint(path)
+    except CorruptFileError as exc:
+        raise CorruptFileError(path, f"{exc.problem} (`huggingface-cli download {HUB_REPO} <file>` "
+                                     "fetches the released files)") from exc
     container = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(container, Mapping):
         raise CheckpointError(path, f"expected a dict with a 'state_dict' entry, found {type(obj).__name__}")
@@ -203,7 +201,7 @@ def read_vit_weights(path_or_repo: "os.PathLike[str] | str") -> Tuple[Dict[str, 
 
             sd = load_file(os.fspath(file))
         else:
-            sd = torch.load(file, map_location="cpu", weights_only=True)
+            sd = load_checkpoint(file)
     except Exception as exc:  # any parse failure of a weight file means the file is unusable
         raise CorruptFileError(file, f"cannot read ViT weights ({type(exc).__name__})") from exc
     return classic_vit_names(sd), os.fspath(file)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Union
+from typing import Dict, Mapping, Optional, Union
 
 import torch
 
@@ -49,16 +49,18 @@ def tiny_reconstructor(seed: int = 0, **overrides) -> InstantMeshReconstructor:
 
 
 def save_instantmesh_checkpoint(state_dict: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],
-                                with_lpips: bool = True) -> Path:
+                                with_lpips: bool = True, extras: Optional[Mapping] = None) -> Path:
     """Save ``state_dict`` (reconstructor names, no prefix) as a released-style Lightning checkpoint.
 
-    Adds an ``lpips.`` tensor and a ``lrm_generator.source_camera`` tensor that loaders ignore.
+    Adds an ``lpips.`` tensor and a ``lrm_generator.source_camera`` tensor that loaders ignore;
+    ``extras`` are more top-level entries (``hyper_parameters``, ``optimizer_states``, ``callbacks``...).
     """
     sd: Dict[str, torch.Tensor] = {CHECKPOINT_PREFIX + k: v for k, v in state_dict.items()}
     if with_lpips:
         sd["lpips.net.slice1.0.weight"] = torch.zeros(64, 3, 3, 3)
         sd[CHECKPOINT_PREFIX + "source_camera"] = torch.zeros(1, 16)
-    container = {"epoch": 99, "global_step": 100000, "pytorch-lightning_version": "2.1.2", "state_dict": sd}
+    container = {"epoch": 99, "global_step": 100000, "pytorch-lightning_version": "2.1.2", "state_dict": sd,
+                 **dict(extras or {})}
     path = Path(path)
     torch.save(container, path)
     return path
