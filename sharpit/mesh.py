@@ -24,7 +24,9 @@ class Mesh:
     Attributes:
         vertices: (V, 3) float32 positions.
         faces: (F, 3) int64 vertex indices, counter-clockwise seen from outside.
-        vertex_colors: optional (V, 3) float32 linear-free sRGB colours in [0, 1].
+        vertex_colors: optional (V, 3) float32 colours in [0, 1], **sRGB (display) space**, as
+            rendered and shown; file formats that store linear colours (glTF ``COLOR_0``) are
+            converted on read and write (:mod:`sharpit.colors`, :mod:`sharpit.mesh_io`).
         uvs: optional (V, 2) float32 texture coordinates, origin at the image's bottom-left
             (OpenGL/OBJ convention: ``v`` grows upwards).
         texture: optional (H, W, 3) float32 sRGB texture image in [0, 1], row 0 at the top.

@@ -5,13 +5,21 @@ Frames: glTF files are y-up with the asset's front toward +Z. With ``frame="auto
 :func:`~sharpit.cameras.gltf_to_sharpit`, so an asset's front lands at azimuth 0; other formats
 are taken to be in the sharpit frame already. ``frame="gltf"`` or ``"sharpit"`` forces one.
 
-Colours are kept as stored (8-bit values scaled to [0, 1], no colour-space conversion), so a
-save/load round trip reproduces them to within 1/255.
+Colours: a :class:`~sharpit.mesh.Mesh` holds sRGB (display) colours. glTF stores vertex colours
+(``COLOR_0``) and ``baseColorFactor`` in linear light and base-colour textures in sRGB (glTF 2.0
+specification), so ``.glb``/``.gltf`` vertex colours and colour factors are converted at this
+boundary (:mod:`sharpit.colors`): written as float32 linear ``COLOR_0`` (no 8-bit banding in the
+darks) and read back, whatever their accessor type (float, normalised unsigned byte or short), as
+sRGB. OBJ and PLY colours are display values and stay as stored. A save/load round trip returns
+the colours to within 1/255.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Dict, List, Union
@@ -22,6 +30,7 @@ from PIL import Image
 
 from .atomic import write_bytes_atomic
 from .cameras import gltf_to_sharpit, sharpit_to_gltf
+from .colors import linear_to_srgb, srgb_to_linear
 from .errors import (AssetNotFoundError, CorruptFileError, InputError, MeshError, OutputExistsError,
                      OutputNotWritableError, UnsupportedFormatError)
 from .mesh import Mesh
@@ -63,7 +72,9 @@ def _rgb01(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _part_from_trimesh(geom, transform: np.ndarray) -> _Part:
+def _part_from_trimesh(geom, transform: np.ndarray, gltf: bool) -> _Part:
+    """``gltf``: the file is glTF, whose ``baseColorFactor`` is linear (vertex colours were
+    already made sRGB by :func:`_read_gltf_scene`)."""
     import trimesh
 
     vertices = trimesh.transform_points(np.asarray(geom.vertices, dtype=np.float64), transform)
@@ -80,9 +91,12 @@ def _part_from_trimesh(geom, transform: np.ndarray) -> _Part:
         rgb = None if factor is None else np.asarray(factor, dtype=np.float32)[:3] / 255.0
         uv = None if visual.uv is None else np.asarray(visual.uv, dtype=np.float32)
         if image is not None and uv is not None and len(uv) == len(vertices):
-            texture = _rgb01(image) * (rgb if rgb is not None else 1.0)
+            texture = _rgb01(image)
+            if rgb is not None and not np.all(rgb == 1.0):
+                texture = linear_to_srgb(srgb_to_linear(texture) * rgb) if gltf else texture * rgb
             return _Part(vertices, faces, uvs=uv, texture=texture)
         if rgb is not None:
+            rgb = linear_to_srgb(rgb) if gltf else rgb
             return _Part(vertices, faces, colors=np.broadcast_to(rgb, (len(vertices), 3)).copy())
         return _Part(vertices, faces)
     kind = getattr(visual, "kind", None)
@@ -152,10 +166,39 @@ def _merge(parts: List[_Part]) -> _Part:
     return _concat(parts)
 
 
+def _normalized_colors(colors) -> np.ndarray:
+    """A ``COLOR_0`` accessor's values as floats in [0, 1] (normalised integers divided by their maximum)."""
+    colors = np.asarray(colors)
+    if colors.dtype.kind in "iu":
+        return colors.astype(np.float64) / np.iinfo(colors.dtype).max
+    return colors.astype(np.float64)
+
+
+def _read_gltf_scene(path: Path):
+    """Read a glTF/GLB scene with trimesh's glTF loader, turning linear ``COLOR_0`` into sRGB
+    before trimesh stores colours as 8-bit (trimesh would keep linear values and mis-scale
+    unsigned-short colours)."""
+    import trimesh
+    from trimesh.exchange.gltf import load_glb, load_gltf
+
+    loader = load_glb if path.suffix.lower() == ".glb" else load_gltf
+    with open(path, "rb") as f:
+        kwargs = loader(f, resolver=trimesh.resolvers.FilePathResolver(str(path)), process=False)
+    for geom in (kwargs.get("geometry") or {}).values():
+        colors = geom.get("vertex_colors") if isinstance(geom, dict) else None
+        if colors is not None:
+            colors = _normalized_colors(colors)
+            colors[:, :3] = linear_to_srgb(colors[:, :3])
+            geom["vertex_colors"] = colors
+    return trimesh.load_scene(kwargs)
+
+
 def _read_scene(path: Path):
     import trimesh
 
     try:
+        if path.suffix.lower() in _GLTF_EXTS:
+            return _read_gltf_scene(path)
         return trimesh.load(str(path), force="scene", process=False)
     except Exception as exc:  # trimesh raises many unrelated types on malformed input
         if isinstance(exc, IndexError) and "out of bounds" in str(exc):
@@ -195,7 +238,8 @@ def load_mesh(path: PathLike, frame: str = "auto") -> Mesh:
         transform, name = scene.graph[node]
         geom = scene.geometry.get(name)
         if isinstance(geom, trimesh.Trimesh) and len(geom.faces):
-            parts.append(_part_from_trimesh(geom, np.asarray(transform, dtype=np.float64)))
+            parts.append(_part_from_trimesh(geom, np.asarray(transform, dtype=np.float64),
+                                            path.suffix.lower() in _GLTF_EXTS))
     if not parts:
         kinds = sorted({type(g).__name__ for g in scene.geometry.values()})
         what = f"only {', '.join(kinds)}" if kinds else "no geometry"
@@ -234,7 +278,7 @@ def _to_trimesh(mesh: Mesh, vertices: torch.Tensor, ext: str, material_name: str
             material = PBRMaterial(baseColorTexture=image, baseColorFactor=(255, 255, 255, 255),
                                    metallicFactor=0.0, roughnessFactor=1.0, name=material_name)
         visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
-    elif mesh.vertex_colors is not None:
+    elif mesh.vertex_colors is not None and ext not in _GLTF_EXTS:   # glTF: linear COLOR_0 added by _encode
         rgb = _to_uint8(mesh.vertex_colors)
         visual = trimesh.visual.ColorVisuals(vertex_colors=np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1))
     else:
@@ -242,16 +286,61 @@ def _to_trimesh(mesh: Mesh, vertices: torch.Tensor, ext: str, material_name: str
     return trimesh.Trimesh(v, f, visual=visual, process=False)
 
 
-def _encode(tm, path: Path) -> Dict[str, bytes]:
-    """Serialise to ``{file name: bytes}``: ``path.name`` plus any side files (OBJ material)."""
+def _add_linear_color_0(tree: dict, buffer: bytes, srgb: torch.Tensor) -> bytes:
+    """Point the single primitive's ``COLOR_0`` at a new float32 VEC3 accessor holding
+    ``srgb_to_linear(srgb)``, appended to ``buffer``; returns the new buffer (``tree`` is edited)."""
+    primitives = [p for m in tree.get("meshes", []) for p in m.get("primitives", [])]
+    if len(primitives) != 1:
+        raise MeshError(f"internal: expected one glTF primitive to colour, found {len(primitives)}")
+    linear = srgb_to_linear(srgb.detach().float().cpu()).numpy().astype("<f4")
+    if tree["accessors"][primitives[0]["attributes"]["POSITION"]]["count"] != len(linear):
+        raise MeshError("internal: the exported glTF reordered the vertices; cannot attach COLOR_0")
+    offset = len(buffer) + (-len(buffer)) % 4
+    data = linear.tobytes()
+    buffer = buffer + b"\0" * (offset - len(buffer)) + data
+    tree.setdefault("bufferViews", []).append({"buffer": 0, "byteOffset": offset, "byteLength": len(data),
+                                               "target": 34962})
+    tree["accessors"].append({"bufferView": len(tree["bufferViews"]) - 1, "componentType": 5126,
+                              "count": len(linear), "type": "VEC3"})
+    primitives[0]["attributes"]["COLOR_0"] = len(tree["accessors"]) - 1
+    tree["buffers"][0]["byteLength"] = len(buffer)
+    return buffer
+
+
+def _glb_with_color(glb: bytes, srgb: torch.Tensor) -> bytes:
+    json_len = struct.unpack_from("<I", glb, 12)[0]
+    tree = json.loads(glb[20:20 + json_len])
+    bin_start = 20 + json_len
+    bin_len = struct.unpack_from("<I", glb, bin_start)[0]
+    buffer = _add_linear_color_0(tree, glb[bin_start + 8:bin_start + 8 + bin_len], srgb)
+    text = json.dumps(tree, separators=(",", ":")).encode("utf-8")
+    text += b" " * ((-len(text)) % 4)
+    buffer += b"\0" * ((-len(buffer)) % 4)
+    body = struct.pack("<I4s", len(text), b"JSON") + text + struct.pack("<I4s", len(buffer), b"BIN\0") + buffer
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
+
+
+def _gltf_with_color(document: bytes, srgb: torch.Tensor) -> bytes:
+    tree = json.loads(document)
+    header, _, payload = tree["buffers"][0]["uri"].partition(",")
+    buffer = _add_linear_color_0(tree, base64.b64decode(payload), srgb)
+    tree["buffers"][0]["uri"] = f"{header},{base64.b64encode(buffer).decode('ascii')}"
+    return json.dumps(tree).encode("utf-8")
+
+
+def _encode(tm, path: Path, vertex_colors=None) -> Dict[str, bytes]:
+    """Serialise to ``{file name: bytes}``: ``path.name`` plus any side files (OBJ material).
+    ``vertex_colors`` (sRGB) are written by this function for glTF (as linear ``COLOR_0``)."""
     import trimesh
 
     ext = path.suffix.lower()
     if ext == ".glb":
-        return {path.name: trimesh.exchange.gltf.export_glb(trimesh.Scene(tm))}
+        glb = trimesh.exchange.gltf.export_glb(trimesh.Scene(tm))
+        return {path.name: glb if vertex_colors is None else _glb_with_color(glb, vertex_colors)}
     if ext == ".gltf":
         files = trimesh.exchange.gltf.export_gltf(trimesh.Scene(tm), embed_buffers=True)
-        return {path.name: files["model.gltf"]}
+        document = files["model.gltf"]
+        return {path.name: document if vertex_colors is None else _gltf_with_color(document, vertex_colors)}
     if ext == ".obj":
         text, files = trimesh.exchange.obj.export_obj(tm, include_normals=False, include_texture=True,
                                                       return_texture=True, mtl_name=path.stem + ".mtl")
@@ -262,7 +351,7 @@ def _encode(tm, path: Path) -> Dict[str, bytes]:
 def save_mesh(mesh: Mesh, path: PathLike, frame: str = "auto", overwrite: bool = True) -> Path:
     """Write ``mesh`` (in the sharpit world frame) to ``path``, atomically.
 
-    GLB/glTF store vertex colours as ``COLOR_0`` or a texture as the PBR base-colour texture
+    GLB/glTF store vertex colours as linear float ``COLOR_0`` or a texture as the PBR base-colour texture
     (a ``.gltf`` is one self-contained file with embedded buffers); OBJ writes ``<stem>.mtl`` and
     ``<stem>.png`` next to itself for a texture and stores vertex colours after the positions;
     PLY stores vertex colours (a textured mesh cannot be written to PLY).
@@ -290,7 +379,8 @@ def save_mesh(mesh: Mesh, path: PathLike, frame: str = "auto", overwrite: bool =
         raise OutputExistsError(path)
     mesh.validate()
     vertices = sharpit_to_gltf(mesh.vertices) if to_gltf else mesh.vertices
-    files = _encode(_to_trimesh(mesh, vertices, ext, path.stem), path)
+    gltf_colors = mesh.vertex_colors if ext in _GLTF_EXTS and not mesh.has_texture else None
+    files = _encode(_to_trimesh(mesh, vertices, ext, path.stem), path, gltf_colors)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Side files first, so the main file never points at missing ones.

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from sharpit.cameras import look_at_c2w, zero123plus_cameras
+from sharpit.colors import srgb_to_linear
 from sharpit.errors import ConfigError
 from sharpit.grid import composite_rgba, pil_to_tensor, views_to_grid
 from sharpit.mesh import Mesh, normalize_mesh
@@ -48,10 +49,6 @@ class SharpItTargetRenderer:
         mesh, _ = normalize_mesh(mesh)
         return render_views(mesh, size=tile_size, background=1.0, shading=self.shading,
                             supersample=self.supersample).grid()
-
-
-def _srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
-    return torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 class BlenderTargetRenderer:
@@ -136,7 +133,7 @@ class BlenderTargetRenderer:
             links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
         elif mesh.vertex_colors is not None:
             attr = data.color_attributes.new("color", "FLOAT_COLOR", "POINT")
-            linear = _srgb_to_linear(mesh.vertex_colors)
+            linear = srgb_to_linear(mesh.vertex_colors)
             attr.data.foreach_set("color", torch.cat([linear, torch.ones(len(linear), 1)], -1).reshape(-1).tolist())
             node = nodes.new("ShaderNodeVertexColor")
             node.layer_name = "color"

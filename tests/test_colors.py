@@ -1,0 +1,115 @@
+"""Colour spaces: sRGB in sharpit, linear COLOR_0 / baseColorFactor in glTF files."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from sharpit.colors import linear_to_srgb, srgb_to_linear
+from sharpit.mesh import Mesh
+from sharpit.mesh_io import load_mesh, save_mesh
+from sharpit.testing.meshes import colored_cube
+
+
+def _glb_parts(path):
+    data = path.read_bytes()
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    tree = json.loads(data[20:20 + json_len])
+    start = 20 + json_len
+    return tree, data[start + 8:start + 8 + struct.unpack_from("<I", data, start)[0]]
+
+
+def _accessor(tree, buffer, index):
+    acc = tree["accessors"][index]
+    view = tree["bufferViews"][acc["bufferView"]]
+    dtype = {5126: "<f4", 5123: "<u2", 5121: "u1"}[acc["componentType"]]
+    width = {"VEC3": 3, "VEC4": 4}[acc["type"]]
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    return np.frombuffer(buffer, dtype=dtype, count=acc["count"] * width, offset=start).reshape(-1, width)
+
+
+def _write_glb(path, tree, buffer):
+    text = json.dumps(tree).encode()
+    text += b" " * ((-len(text)) % 4)
+    buffer += b"\0" * ((-len(buffer)) % 4)
+    body = struct.pack("<I4s", len(text), b"JSON") + text + struct.pack("<I4s", len(buffer), b"BIN\0") + buffer
+    path.write_bytes(struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body)
+
+
+def test_transfer_functions_are_inverse_and_match_the_standard():
+    x = torch.linspace(0, 1, 1001)
+    assert torch.allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-6)
+    assert float(srgb_to_linear(torch.tensor(0.5))) == pytest.approx(0.21404, abs=1e-5)
+    assert float(linear_to_srgb(torch.tensor(0.0031308))) == pytest.approx(0.04045, abs=1e-5)
+    a = np.linspace(0, 1, 11, dtype=np.float32)
+    assert srgb_to_linear(a).dtype == np.float32
+    assert np.allclose(srgb_to_linear(a), srgb_to_linear(torch.from_numpy(a)).numpy(), atol=1e-6)
+
+
+def _dark_cube() -> Mesh:
+    mesh = colored_cube()
+    levels = torch.tensor([0, 1, 3, 7, 12, 40, 128, 255], dtype=torch.float32).repeat(8)[:len(mesh.vertices)] / 255
+    mesh.vertex_colors = torch.stack([levels, levels.flip(0), levels.roll(3)], -1)
+    return mesh
+
+
+@pytest.mark.parametrize("ext", [".glb", ".gltf"])
+def test_gltf_stores_linear_float_color_0_and_reads_back_srgb(tmp_path, ext, gltf_validate):
+    mesh = _dark_cube()
+    path = save_mesh(mesh, tmp_path / f"cube{ext}", frame="sharpit")
+    if ext == ".glb":
+        tree, buffer = _glb_parts(path)
+        prim = tree["meshes"][0]["primitives"][0]
+        stored = _accessor(tree, buffer, prim["attributes"]["COLOR_0"])
+        assert stored.dtype == np.float32
+        assert np.allclose(stored, srgb_to_linear(mesh.vertex_colors).numpy(), atol=1e-7)
+        report = gltf_validate(path)
+        assert report["numErrors"] == 0, report["messages"]
+    back = load_mesh(path, frame="sharpit")
+    # The darkest levels survive: 8-bit linear storage would turn 1/255 and 3/255 into 0.
+    assert torch.allclose(back.vertex_colors, mesh.vertex_colors, atol=0.5 / 255 + 1e-6)
+
+
+def test_third_party_unsigned_short_and_byte_color_0_are_linear(tmp_path):
+    mesh = _dark_cube()
+    path = save_mesh(mesh, tmp_path / "cube.glb", frame="sharpit")
+    tree, buffer = _glb_parts(path)
+    linear = srgb_to_linear(mesh.vertex_colors).numpy()
+    for component, dtype, scale in ((5123, "<u2", 65535), (5121, "u1", 255)):
+        data = np.round(linear * scale).astype(dtype).tobytes()
+        offset = len(buffer) + (-len(buffer)) % 4
+        new = buffer + b"\0" * (offset - len(buffer)) + data
+        t = json.loads(json.dumps(tree))
+        t["bufferViews"].append({"buffer": 0, "byteOffset": offset, "byteLength": len(data)})
+        t["accessors"].append({"bufferView": len(t["bufferViews"]) - 1, "componentType": component,
+                               "normalized": True, "count": len(linear), "type": "VEC3"})
+        t["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"] = len(t["accessors"]) - 1
+        t["buffers"][0]["byteLength"] = len(new) + (-len(new)) % 4
+        out = tmp_path / f"third_party_{component}.glb"
+        _write_glb(out, t, new)
+        got = load_mesh(out, frame="sharpit").vertex_colors
+        tolerance = 0.5 / 255 + 1e-6 if component == 5123 else 7 / 255   # 8-bit linear loses darks
+        assert torch.allclose(got, mesh.vertex_colors, atol=tolerance), component
+
+
+def test_base_color_factor_is_linear(tmp_path):
+    box = trimesh.creation.box(extents=(1, 1, 1))
+    material = trimesh.visual.material.PBRMaterial(baseColorFactor=(0.5, 0.2, 1.0, 1.0))
+    box.visual = trimesh.visual.TextureVisuals(material=material)
+    path = tmp_path / "factor.glb"
+    path.write_bytes(trimesh.Scene(box).export(file_type="glb"))
+    colors = load_mesh(path).vertex_colors
+    expect = linear_to_srgb(torch.tensor([128, 51, 255]) / 255.0)      # trimesh keeps the factor as 8-bit
+    assert torch.allclose(colors, expect.expand_as(colors), atol=1e-5)
+
+
+@pytest.mark.parametrize("ext", [".ply", ".obj"])
+def test_obj_and_ply_colours_are_display_values(tmp_path, ext):
+    mesh = _dark_cube()
+    path = save_mesh(mesh, tmp_path / f"cube{ext}", frame="sharpit")
+    raw = trimesh.load(path, force="mesh", process=False).visual.vertex_colors[:, :3]
+    assert np.array_equal(raw, np.round(mesh.vertex_colors.numpy() * 255).astype(np.uint8))
+    assert torch.allclose(load_mesh(path).vertex_colors, mesh.vertex_colors, atol=0.5 / 255 + 1e-6)
