@@ -29,7 +29,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]  # the other benchmarks, and the repo's `training` package
 from bench_refine import build_pipeline  # noqa: E402  (the full-size architecture, one definition)
 
-from training.loss import encode_batch, make_noise_scheduler, null_prompt_embeds, sharpit_loss, step_generator  # noqa: E402
+from training.loss import encode_batch, make_noise_scheduler, sharpit_loss, step_generator, unconditional_branch  # noqa: E402
 
 GIB = 1024 ** 3
 GRID = (960, 640)
@@ -77,7 +77,7 @@ def bench_gpu(batch: int, steps: int) -> None:
                 pipe.unet.enable_gradient_checkpointing()
             pipe.unet.train()
             opt = _optimizer(kind, pipe.unet.parameters())
-            null = null_prompt_embeds(pipe.tokenizer, pipe.text_encoder)
+            null = unconditional_branch(pipe, GRID)
             torch.cuda.reset_peak_memory_stats()
             try:
                 _step(pipe, opt, batch, 0, null)  # warm-up (allocates optimiser state)
@@ -129,7 +129,7 @@ def bench_cpu(batch: int) -> None:
     acts = {ckpt: _activation_bytes(pipe, ckpt) for ckpt in (False, True)}
     pipe.unet.enable_gradient_checkpointing()
     opt = torch.optim.AdamW(pipe.unet.parameters(), lr=1e-5)
-    null = null_prompt_embeds(pipe.tokenizer, pipe.text_encoder)
+    null = unconditional_branch(pipe, GRID)
     start = time.perf_counter()
     _step(pipe, opt, 1, 0, null)
     cpu_step = time.perf_counter() - start

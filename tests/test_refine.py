@@ -1,14 +1,16 @@
 """SharpItPipeline end to end on tiny random components saved in the real layout."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from sharpit.errors import ConfigError, InputError
-from sharpit.refine import (SharpItPipeline, decode_latents, drop_conditions, encode_prompt, encode_target_latents,
-                            init_unet_from_zero123plus, null_condition_latents, scale_image, scale_latents,
-                            unscale_image, unscale_latents)
+from sharpit.refine import (SharpItPipeline, decode_latents, drop_conditions, encode_condition_latents, encode_prompt,
+                            encode_target_latents, init_unet_from_zero123plus, null_condition_latents, scale_image,
+                            scale_latents, unscale_image, unscale_latents)
 from sharpit.refine.reference_attention import (ReferenceAttnProcessor, disable_reference_attention,
                                                 enable_reference_attention, reference_unet_forward)
 from sharpit.testing.refine import TINY_TEXT_DIM, save_tiny_sharpit_pipeline, tiny_unet, tiny_vae
@@ -119,7 +121,7 @@ def test_cfg_is_one_batched_unet_call_per_step(concat_pipe, monkeypatch):
     assert [c[0] for c in calls] == [(2, 8, 120, 80)] * 2
 
 
-def test_unconditional_branch_is_empty_prompt_and_zero_condition(concat_pipe, monkeypatch):
+def test_unconditional_branch_is_empty_prompt_and_null_condition(concat_pipe, monkeypatch):
     """The pipeline's CFG batch equals what training's drop_conditions feeds for dropped samples."""
     seen = []
     forward = concat_pipe.unet.forward
@@ -134,11 +136,70 @@ def test_unconditional_branch_is_empty_prompt_and_zero_condition(concat_pipe, mo
     with torch.no_grad():
         null = encode_prompt(concat_pipe.tokenizer, concat_pipe.text_encoder, "")
         cond_embeds = encode_prompt(concat_pipe.tokenizer, concat_pipe.text_encoder, "a lamp")
-    cond_lat = sample[1:, 4:]
-    dropped = drop_conditions(cond_embeds, cond_lat, null, torch.tensor([True]))
+    gen = torch.Generator().manual_seed(0)
+    cond_lat = encode_condition_latents(concat_pipe.vae, _grid()[None], gen)
+    null_lat = null_condition_latents(concat_pipe.null_condition_posterior((120, 80)), 1, gen)
+    assert torch.equal(sample[1:, 4:], cond_lat) and torch.equal(sample[:1, 4:], null_lat)
+    dropped = drop_conditions(cond_embeds, cond_lat, null, null_lat, torch.tensor([True]))
     assert torch.equal(embeds[:1], dropped[0]) and torch.equal(sample[:1, 4:], dropped[1])
-    assert torch.equal(embeds[1:], cond_embeds) and cond_lat.abs().sum() > 0
-    assert torch.equal(sample[:1, 4:], null_condition_latents(cond_lat))
+    assert torch.equal(embeds[1:], cond_embeds)
+
+
+def test_null_condition_defaults_by_mode_and_is_a_saved_setting(concat_pipe, tmp_path):
+    # concat (Sharp-It): black, InstantMesh's fine-tune null; reference (stock Zero123++): grey
+    assert concat_pipe.config.null_condition == "black" and concat_pipe.config.condition_latent_space == "raw"
+    reference = SharpItPipeline(**dict(concat_pipe.components, unet=tiny_unet(4)))
+    assert reference.config.null_condition == "grey"
+    grey = SharpItPipeline(**concat_pipe.components, null_condition="grey", condition_latent_space="scaled")
+    grey.save_pretrained(tmp_path / "grey")
+    index = json.loads((tmp_path / "grey" / "model_index.json").read_text())
+    assert index["null_condition"] == "grey" and index["condition_latent_space"] == "scaled"
+    again = SharpItPipeline.from_pretrained(tmp_path / "grey")
+    assert again.config.null_condition == "grey" and again.config.condition_latent_space == "scaled"
+    assert SharpItPipeline.from_pretrained(tmp_path / "grey", null_condition="black").config.null_condition == "black"
+    with pytest.raises(ConfigError, match="null_condition must be one of"):
+        SharpItPipeline(**concat_pipe.components, null_condition="zeros")
+    with pytest.raises(ConfigError, match="condition_latent_space must be one of"):
+        SharpItPipeline(**concat_pipe.components, condition_latent_space="vae")
+    with pytest.raises(ConfigError, match="concat mode"):
+        SharpItPipeline(**dict(concat_pipe.components, unet=tiny_unet(4)), condition_latent_space="scaled")
+
+
+def test_pipelines_saved_without_the_settings_load_with_a_warning(concat_pipe, tmp_path):
+    concat_pipe.save_pretrained(tmp_path / "old")
+    index_path = tmp_path / "old" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    for key in ("null_condition", "condition_latent_space", "vision_encoder", "feature_extractor_clip",
+                "feature_extractor_vae", "ramping_coefficients"):
+        del index[key]
+    index_path.write_text(json.dumps(index))
+    with pytest.warns(UserWarning, match="saved without the setting.*null_condition='black'"):
+        old = SharpItPipeline.from_pretrained(tmp_path / "old")
+    assert old.config.null_condition == "black" and old.vision_encoder is None
+
+
+def test_condition_latent_space_and_null_condition_apply_to_the_cfg_batch(concat_pipe):
+    pipe = SharpItPipeline(**concat_pipe.components, null_condition="grey", condition_latent_space="scaled")
+    pixels = _grid()[None]
+    got = pipe.prepare_condition_latents(pixels, torch.Generator().manual_seed(3), guidance=True)
+    gen = torch.Generator().manual_seed(3)
+    sf = pipe.vae.config.scaling_factor
+    with torch.no_grad():
+        cond = pipe.vae.encode(scale_image(pixels * 2 - 1)).latent_dist.sample(gen)
+        null = pipe.vae.encode(torch.zeros_like(pixels)).latent_dist.sample(gen)  # grey: VAE input 0
+    assert torch.equal(got, torch.cat([scale_latents(null * sf), scale_latents(cond * sf)]))
+
+
+def test_null_condition_is_encoded_once_per_size_and_device(concat_pipe, monkeypatch):
+    pipe = SharpItPipeline(**concat_pipe.components)
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+    encode = pipe.vae.encode
+    monkeypatch.setattr(pipe.vae, "encode", lambda x, *a, **k: calls.append(tuple(x.shape)) or encode(x, *a, **k))
+    for seed in (0, 1):
+        pipe(_grid(), "p", num_inference_steps=1, guidance_scale=3.0, output_type="latent", seed=seed)
+    assert calls == [(1, 3, 960, 640)] * 3  # two conditions, one null grid
+    assert pipe.null_condition_posterior((120, 80)) is pipe.null_condition_posterior((120, 80))
 
 
 def test_strength_runs_sdedit_steps_and_callback(concat_pipe):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from sharpit.testing.refine import save_tiny_zero123plus_repo
 from sharpit.testing.shap_e import TINY_SHAP_E_LATENT_WIDTH, save_tiny_shap_e
 from training.config import TrainConfig
 from training.data import PairDataset
-from training.loss import encode_batch, make_noise_scheduler, null_prompt_embeds, sharpit_loss, step_generator
+from training.loss import encode_batch, make_noise_scheduler, sharpit_loss, step_generator, unconditional_branch
 from training.prepare_pairs import main as prepare_main
 from training.prepare_pairs import prepare_pairs
 from training.train_sharpit import train
@@ -112,7 +113,7 @@ def _fixed_loss(unet, pipe, dataset):
     batch = [dataset[i] for i in range(len(dataset))]
     target = torch.stack([b["target"] for b in batch])
     coarse = torch.stack([b["coarse"] for b in batch])
-    null = null_prompt_embeds(pipe.tokenizer, pipe.text_encoder)
+    null = unconditional_branch(pipe, target.shape[-2:])
     total = 0.0
     with torch.no_grad():
         for k in range(8):
@@ -129,8 +130,12 @@ def test_train_20_steps_overfits_and_saves_a_loadable_pipeline(workdir, pairs, s
 
     path, losses = straight_run
     assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
-    pipe = SharpItPipeline.from_pretrained(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe = SharpItPipeline.from_pretrained(path)
+    assert not [w for w in caught if "saved without" in str(w.message)]  # the settings are saved
     assert pipe.conditioning_mode == "concat" and pipe.unet.config.in_channels == 8
+    assert pipe.config.null_condition == "black" and pipe.config.condition_latent_space == "raw"
     start = load_training_pipeline(str(workdir / "zero123plus"), "zero123plus", "concat")
     dataset = PairDataset(pairs)
     before, after = _fixed_loss(start.unet, start, dataset), _fixed_loss(pipe.unet, pipe, dataset)
@@ -170,6 +175,12 @@ def test_resume_refuses_a_checkpoint_of_another_model(workdir, pairs, straight_r
     state["unet_config"]["cross_attention_dim"] = 1024
     (out / "checkpoint-10" / "training_state.json").write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="cross_attention_dim"):
+        train(_config(workdir, pairs, out, resume_from_checkpoint="latest"))
+    state["unet_config"]["cross_attention_dim"] = json.loads(
+        (workdir / "straight" / "checkpoint-10" / "training_state.json").read_text())["unet_config"]["cross_attention_dim"]
+    state["null_condition"] = "grey"
+    (out / "checkpoint-10" / "training_state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="null_condition='grey' \\(this run: 'black'\\)"):
         train(_config(workdir, pairs, out, resume_from_checkpoint="latest"))
 
 

@@ -18,8 +18,8 @@ from training import precompute_latents as precompute_module
 from training.config import TrainConfig
 from training.data import PairDataset
 from training.latent_cache import MANIFEST, CachedPairDataset, batch_posteriors, encoder_fingerprint
-from training.loss import (encode_batch, make_noise_scheduler, null_prompt_embeds, sample_batch, sharpit_loss,
-                           step_generator)
+from training.loss import (encode_batch, make_noise_scheduler, sample_batch, sharpit_loss, step_generator,
+                           unconditional_branch)
 from training.models import load_training_pipeline
 from training.precompute_latents import load_frozen_encoders, main, precompute_latents
 from training.prepare_pairs import prepare_pairs
@@ -80,6 +80,13 @@ def test_encode_batch_gives_the_pipeline_encoders_latents(workdir):
     with torch.no_grad():
         assert torch.equal(encoded.latents, encode_target_latents(pipe.vae, target, gen))
         assert torch.equal(encoded.condition, encode_condition_latents(pipe.vae, coarse, gen))
+    # the condition_latent_space setting: both sides map the condition's sample the same way
+    scaled = encode_batch(pipe.vae, pipe.tokenizer, pipe.text_encoder, target, coarse, ["a", "b"],
+                          step_generator(1, 2), "scaled")
+    gen = step_generator(1, 2)
+    with torch.no_grad():
+        encode_target_latents(pipe.vae, target, gen)
+        assert torch.equal(scaled.condition, encode_condition_latents(pipe.vae, coarse, gen, space="scaled"))
 
 
 def test_cached_step_equals_the_on_the_fly_step(workdir, cache):
@@ -89,7 +96,7 @@ def test_cached_step_equals_the_on_the_fly_step(workdir, cache):
                                str(workdir / "zero123plus"))
     assert [cached[i]["object_id"] for i in range(3)] == [e.object_id for e in dataset.entries]
     items = [dataset[i] for i in range(3)]
-    null = null_prompt_embeds(pipe.tokenizer, pipe.text_encoder)
+    null = unconditional_branch(pipe, items[0]["target"].shape[-2:])
     scheduler = make_noise_scheduler()
     with torch.no_grad():
         gen = step_generator(5, 0)

@@ -10,7 +10,7 @@ import torch
 from sharpit.errors import CheckpointError, ConfigError, InputError
 from training.config import TrainConfig, load_config_file, parse_config
 from training.data import EpochBatchSampler, PairDataset
-from training.loss import EncodedBatch, make_noise_scheduler, null_prompt_embeds, sharpit_loss, step_generator
+from training.loss import EncodedBatch, make_noise_scheduler, sharpit_loss, step_generator, unconditional_branch
 from training.shards import ShardWriter
 from training.train_sharpit import main as train_main
 from training.train_sharpit import make_optimizer
@@ -64,6 +64,12 @@ def test_invalid_values_are_config_errors():
         TrainConfig(train_data="x", cfg_drop=1.5).validate()
     with pytest.raises(ConfigError, match="train_data is required"):
         TrainConfig().validate()
+    with pytest.raises(ConfigError, match="null_condition must be one of"):
+        TrainConfig(train_data="x", null_condition="zeros").validate()
+    with pytest.raises(ConfigError, match="condition_latent_space must be one of"):
+        TrainConfig(train_data="x", condition_latent_space="vae").validate()
+    with pytest.raises(ConfigError, match="scaled is for conditioning_mode: concat"):
+        TrainConfig(train_data="x", conditioning_mode="reference", condition_latent_space="scaled").validate()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes is installed")
@@ -129,34 +135,47 @@ def test_batch_order_is_a_function_of_seed_and_position():
         EpochBatchSampler(3, 2, 0, num_processes=2)
 
 
-def test_cfg_drop_feeds_exactly_the_pipelines_unconditional_branch():
+def test_cfg_drop_feeds_the_pipelines_unconditional_branch():
+    """Dropped training samples get what the pipeline's CFG branch gets: the "" prompt and a fresh
+    sample of the same cached null-condition posterior (black for this concat pipeline)."""
+    from sharpit.refine.conditioning import encode_condition_latents, null_condition_latents
     from sharpit.testing.refine import tiny_sharpit_pipeline
 
     torch.manual_seed(0)
     pipe = tiny_sharpit_pipeline("concat")
+    assert pipe.config.null_condition == "black"
     seen = []
     hook = pipe.unet.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append((args[0].clone(), kwargs["encoder_hidden_states"].clone())),
         with_kwargs=True)
-    pipe(torch.rand(1, 3, 960, 640), prompt="a red cube", num_inference_steps=1, guidance_scale=4.0,
-         seed=0, output_type="latent")
+    pixels = torch.rand(1, 3, 960, 640)
+    pipe(pixels, prompt="a red cube", num_inference_steps=1, guidance_scale=4.0, seed=0, output_type="latent")
     sample, embeds = seen.pop()
-    uncond_condition, uncond_embeds = sample[0, 4:], embeds[0]  # the batched CFG call is [uncond, cond]
-    assert not bool((sample[1, 4:] == 0).all())  # the conditional half does see the condition
+    uncond_embeds = embeds[0]  # the batched CFG call is [uncond, cond]
+    gen = torch.Generator().manual_seed(0)
+    encode_condition_latents(pipe.vae, pixels, gen)  # the condition's posterior sample comes first
+    posterior = pipe.null_condition_posterior((120, 80))
+    assert torch.equal(sample[0, 4:], null_condition_latents(posterior, 1, gen)[0])
+    assert not torch.equal(sample[1, 4:], sample[0, 4:])  # the conditional half does see the condition
 
+    unconditional = unconditional_branch(pipe, (960, 640))
+    assert torch.equal(unconditional.condition_posterior, posterior)
     tokens = pipe.tokenizer(["a red cube"] * 2, padding="max_length", return_tensors="pt").input_ids
     batch = EncodedBatch(latents=torch.randn(2, 4, 120, 80), condition=torch.randn(2, 4, 120, 80),
                          prompt_embeds=pipe.text_encoder(tokens)[0])
-    out = sharpit_loss(pipe.unet, make_noise_scheduler(), batch, null_prompt_embeds(pipe.tokenizer, pipe.text_encoder),
-                       "concat", cfg_drop=1.0, generator=step_generator(0, 0))
+    out = sharpit_loss(pipe.unet, make_noise_scheduler(), batch, unconditional, "concat", cfg_drop=1.0,
+                       generator=step_generator(0, 0))
     hook.remove()
     assert bool(out["dropped"].all())
     train_sample, train_embeds = seen.pop()
+    gen = _after_timesteps(2)
+    noise = torch.randn(batch.latents.shape, generator=gen)
+    torch.rand(2, generator=gen)  # the drop mask
+    null = unconditional.condition_latents(2, gen)  # drawn after them, one per sample
     for i in range(2):
-        assert torch.equal(train_sample[i, 4:], uncond_condition)  # zero condition latent
+        assert torch.equal(train_sample[i, 4:], null[i])
         torch.testing.assert_close(train_embeds[i], uncond_embeds, rtol=0, atol=1e-6)  # the "" prompt
-    assert torch.equal(train_sample[:, :4], make_noise_scheduler().add_noise(
-        batch.latents, torch.randn(batch.latents.shape, generator=_after_timesteps(2)), out["timesteps"]))
+    assert torch.equal(train_sample[:, :4], make_noise_scheduler().add_noise(batch.latents, noise, out["timesteps"]))
 
 
 def _after_timesteps(batch: int) -> torch.Generator:
@@ -182,3 +201,13 @@ def test_init_from_zero123plus_refuses_a_sharpit_pipeline(tmp_path):
     folder = save_tiny_sharpit_pipeline(tmp_path / "s")
     with pytest.raises(CheckpointError, match="not a Zero123\\+\\+ base model"):
         load_training_pipeline(str(folder), "zero123plus", "concat")
+
+
+def test_init_from_sharpit_keeps_the_checkpoints_settings(tmp_path):
+    from sharpit.testing.refine import save_tiny_sharpit_pipeline
+    from training.models import load_training_pipeline
+
+    folder = str(save_tiny_sharpit_pipeline(tmp_path / "s"))
+    assert load_training_pipeline(folder, "sharpit", "concat").config.null_condition == "black"
+    with pytest.raises(CheckpointError, match="null_condition='black' \\(the config asks for 'grey'\\)"):
+        load_training_pipeline(folder, "sharpit", "concat", null_condition="grey")

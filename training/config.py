@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError
+from sharpit.refine.conditioning import CONDITION_LATENT_SPACES, NULL_CONDITIONS
 from sharpit.refine.loading import ZERO123PLUS_ID
 
 __all__ = ["TrainConfig", "load_config_file", "build_config", "add_config_arguments", "parse_config",
@@ -37,13 +38,17 @@ class TrainConfig:
         model: ``pretrained_model`` is a Zero123++ v1.2 folder/hub id (``init_from="zero123plus"``:
             its 4-channel UNet is widened to the 8-channel concat UNet, or kept for
             ``conditioning_mode="reference"``) or a saved ``SharpItPipeline`` (``init_from="sharpit"``).
+            ``null_condition`` (``"black"``/``"grey"``) and ``condition_latent_space``
+            (``"raw"``/``"scaled"``) are the pipeline settings of :class:`~sharpit.refine.SharpItPipeline`;
+            None keeps a Sharp-It checkpoint's own, or the defaults for a Zero123++ start (black
+            for concat, grey for reference; raw). Given values must match a Sharp-It checkpoint's.
         data: ``train_data`` is a folder written by ``training.prepare_pairs``; ``tile_size`` must
             match it when given (None = the dataset's); ``validation_data`` defaults to ``train_data``.
             ``precomputed_latents`` is a folder written by ``training.precompute_latents`` for
             ``train_data`` and this ``pretrained_model``'s VAE and text encoder (None: run them every step).
         optimisation: AdamW (``use_8bit_adam`` needs bitsandbytes), ``lr_scheduler`` from diffusers'
             ``get_scheduler``, ``max_grad_norm`` clipping, ``cfg_drop`` the fraction of samples
-            trained unconditionally (prompt "" and a zero condition latent).
+            trained unconditionally (prompt "" and the ``null_condition`` image's latent).
         checkpoints: every ``checkpointing_steps`` optimiser steps in ``output_dir/checkpoint-<step>``;
             ``resume_from_checkpoint`` is a checkpoint folder or ``"latest"``.
     """
@@ -52,6 +57,8 @@ class TrainConfig:
     pretrained_model: str = ZERO123PLUS_ID
     init_from: str = "zero123plus"
     conditioning_mode: str = "concat"
+    null_condition: Optional[str] = None
+    condition_latent_space: Optional[str] = None
     # data
     train_data: str = ""
     validation_data: Optional[str] = None
@@ -99,9 +106,16 @@ class TrainConfig:
         choices = {"init_from": _INIT_FROM, "conditioning_mode": _MODES, "lr_scheduler": _LR_SCHEDULERS,
                    "mixed_precision": _MIXED_PRECISION, "attention": _ATTENTION,
                    "report_to": ("tensorboard", "none")}
+        optional_choices = {"null_condition": NULL_CONDITIONS, "condition_latent_space": CONDITION_LATENT_SPACES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
+        for key, allowed in optional_choices.items():
+            if getattr(self, key) is not None and getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {list(allowed)} or null, got {getattr(self, key)!r}")
+        if self.conditioning_mode == "reference" and self.condition_latent_space == "scaled":
+            raise ConfigError("condition_latent_space: scaled is for conditioning_mode: concat (Zero123++'s "
+                              "reference attention takes the raw VAE sample)")
         positive = ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps",
                     "validation_steps", "validation_inference_steps")
         for key in positive:

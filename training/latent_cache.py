@@ -9,8 +9,9 @@ Layout of a cache folder (written by ``python -m training.precompute_latents``):
 
 ``target``/``condition`` are the VAE posterior parameters (``latent_dist.parameters``: mean and
 log-variance) of the target and coarse grids, so each training step still draws a fresh posterior
-sample from its own generator (:func:`training.loss.sample_batch`); ``prompt`` is the caption
-embedding. Files are written atomically, and ``cache.json`` only once every shard is done: a cache
+sample from its own generator (:func:`training.loss.sample_batch`, which also maps the condition's
+sample into the pipeline's ``condition_latent_space``: one cache serves both spaces); ``prompt`` is
+the caption embedding. Files are written atomically, and ``cache.json`` only once every shard is done: a cache
 without it is unfinished and refused. The fingerprint recorded in ``cache.json`` and in every
 file's header (a SHA-256 of each frozen model's config and weights, and of the tokenizer's
 vocabulary) must match the models a run trains with.

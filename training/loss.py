@@ -1,9 +1,15 @@
 """The Sharp-It training objective: v-prediction MSE on Zero123++ latents with CFG dropout.
 
 All randomness of a step (VAE posterior samples, timesteps, noise, dropped samples, reference
-noise) is drawn from one CPU generator made by :func:`step_generator` from
+noise, null-condition samples) is drawn from one CPU generator made by :func:`step_generator` from
 ``(seed, step, process)``, so a step's result does not depend on what ran before it: the base of
 bit-identical resumption.
+
+Dropped samples get the pipeline's unconditional branch (:class:`UnconditionalBranch`, built once
+per run by :func:`unconditional_branch` from the pipeline's ``null_condition`` and
+``condition_latent_space`` settings): the ``""`` prompt and a fresh sample of the null image's
+latent, through the same :func:`~sharpit.refine.conditioning.null_condition_latents` and
+:func:`~sharpit.refine.conditioning.drop_conditions` that inference uses.
 
 Encoding is split in two: :func:`encode_posteriors` runs the frozen VAE and text encoder (the
 deterministic, expensive part, which ``training.precompute_latents`` stores once) and
@@ -15,7 +21,7 @@ row, and gives bit for bit what the pipeline's ``encode_target_latents`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +29,14 @@ from diffusers import DDPMScheduler
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from sharpit.errors import InputError
-from sharpit.refine.conditioning import NULL_PROMPT, vae_precision, drop_conditions, encode_prompt
+from sharpit.refine.conditioning import (NULL_PROMPT, drop_conditions, encode_posterior, encode_prompt,
+                                         null_condition_latents, sample_condition_latents)
 from sharpit.refine.denoise import conditioned_unet_forward
-from sharpit.refine.scaling import pixels_to_vae_input, scale_latents
+from sharpit.refine.scaling import scale_latents
 
 __all__ = ["make_noise_scheduler", "EncodedPosteriors", "EncodedBatch", "encode_posteriors", "sample_batch",
-           "encode_batch", "step_generator", "sharpit_loss", "null_prompt_embeds"]
+           "encode_batch", "step_generator", "sharpit_loss", "null_prompt_embeds", "UnconditionalBranch",
+           "unconditional_branch"]
 
 
 def make_noise_scheduler() -> DDPMScheduler:
@@ -66,19 +74,14 @@ class EncodedBatch:
 
     Attributes:
         latents: (B, 4, h, w) Zero123++-scaled target latents (as ``encode_target_latents``).
-        condition: (B, 4, h, w) unscaled condition latents of the coarse grids.
+        condition: (B, 4, h, w) condition latents of the coarse grids, in the pipeline's
+            ``condition_latent_space`` (as ``encode_condition_latents``).
         prompt_embeds: (B, 77, D) caption embeddings.
     """
 
     latents: torch.Tensor
     condition: torch.Tensor
     prompt_embeds: torch.Tensor
-
-
-def _posterior_parameters(vae, pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 2C, H/8, W/8) posterior parameters of (B, 3, H, W) pixels in [0, 1], in the dtype the VAE ran in."""
-    with vae_precision(vae) as dtype:
-        return vae.encode(pixels_to_vae_input(pixels.to(device=vae.device, dtype=dtype))).latent_dist.parameters
 
 
 @torch.no_grad()
@@ -88,12 +91,13 @@ def encode_posteriors(vae, tokenizer, text_encoder, target: torch.Tensor, coarse
     if target.ndim != 4 or target.shape[1] != 3 or target.shape != coarse.shape or target.shape[0] != len(captions):
         raise InputError(f"target {tuple(target.shape)}, coarse {tuple(coarse.shape)} and {len(captions)} "
                          "captions do not form one batch of (B, 3, H, W) grids")
-    return EncodedPosteriors(_posterior_parameters(vae, target), _posterior_parameters(vae, coarse),
+    return EncodedPosteriors(encode_posterior(vae, target), encode_posterior(vae, coarse),
                              encode_prompt(tokenizer, text_encoder, list(captions)))
 
 
 @torch.no_grad()
-def sample_batch(posteriors: EncodedPosteriors, scaling_factor: float, generator: torch.Generator) -> EncodedBatch:
+def sample_batch(posteriors: EncodedPosteriors, scaling_factor: float, generator: torch.Generator,
+                 condition_latent_space: str = "raw") -> EncodedBatch:
     """Draw the step's posterior samples (target first, then condition) and scale the target latents.
 
     Args:
@@ -101,20 +105,22 @@ def sample_batch(posteriors: EncodedPosteriors, scaling_factor: float, generator
         scaling_factor: the VAE's ``config.scaling_factor``.
         generator: the step generator; it is advanced exactly as ``vae.encode(...).latent_dist.sample``
             would advance it.
+        condition_latent_space: the pipeline's setting (``"raw"`` or ``"scaled"``).
     Returns:
         float32 :class:`EncodedBatch` on the posteriors' device.
     """
     target = DiagonalGaussianDistribution(posteriors.target).sample(generator)
-    condition = DiagonalGaussianDistribution(posteriors.condition).sample(generator)
+    condition = sample_condition_latents(posteriors.condition, generator, condition_latent_space, scaling_factor)
     return EncodedBatch(scale_latents(target * scaling_factor).float(), condition.float(),
                         posteriors.prompt_embeds.float())
 
 
 def encode_batch(vae, tokenizer, text_encoder, target: torch.Tensor, coarse: torch.Tensor,
-                 captions: Sequence[str], generator: torch.Generator) -> EncodedBatch:
+                 captions: Sequence[str], generator: torch.Generator, condition_latent_space: str = "raw",
+                 ) -> EncodedBatch:
     """Encode (B, 3, H, W) target and coarse grids in [0, 1] and B captions with the frozen models."""
     posteriors = encode_posteriors(vae, tokenizer, text_encoder, target, coarse, captions)
-    return sample_batch(posteriors, vae.config.scaling_factor, generator)
+    return sample_batch(posteriors, vae.config.scaling_factor, generator, condition_latent_space)
 
 
 @torch.no_grad()
@@ -123,13 +129,54 @@ def null_prompt_embeds(tokenizer, text_encoder) -> torch.Tensor:
     return encode_prompt(tokenizer, text_encoder, NULL_PROMPT).float()
 
 
-def sharpit_loss(unet, noise_scheduler: DDPMScheduler, batch: EncodedBatch, null_embeds: torch.Tensor,
+@dataclass
+class UnconditionalBranch:
+    """What a dropped training sample gets: the pipeline's unconditional CFG branch.
+
+    Attributes:
+        prompt_embeds: (1, 77, D) float32 embeddings of ``""``.
+        condition_posterior: (1, 2C, h, w) float32 posterior of the ``null_condition`` image at the
+            training grids' size (:meth:`SharpItPipeline.null_condition_posterior`).
+        condition_latent_space: the pipeline's ``condition_latent_space``.
+        scaling_factor: the VAE's ``config.scaling_factor``.
+    """
+
+    prompt_embeds: torch.Tensor
+    condition_posterior: torch.Tensor
+    condition_latent_space: str
+    scaling_factor: float
+
+    def condition_latents(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """(batch, C, h, w) fresh null-condition samples (as the official ``encode(zeros_like(...))``)."""
+        return null_condition_latents(self.condition_posterior, batch, generator, self.condition_latent_space,
+                                      self.scaling_factor).float()
+
+
+def unconditional_branch(pipe, grid_size: Tuple[int, int], device: Optional[torch.device] = None,
+                         ) -> UnconditionalBranch:
+    """The unconditional branch of ``pipe`` for (height, width) training grids, built once per run.
+
+    The null image is encoded where the VAE is (its posterior is cached by the pipeline) and moved
+    to ``device`` (default: the VAE's).
+    """
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    posterior = pipe.null_condition_posterior((grid_size[0] // factor, grid_size[1] // factor), pipe.vae.device)
+    device = device if device is not None else pipe.vae.device
+    return UnconditionalBranch(null_prompt_embeds(pipe.tokenizer, pipe.text_encoder).to(device),
+                               posterior.float().to(device), pipe.config.condition_latent_space,
+                               pipe.vae.config.scaling_factor)
+
+
+def sharpit_loss(unet, noise_scheduler: DDPMScheduler, batch: EncodedBatch, unconditional: UnconditionalBranch,
                  mode: str, cfg_drop: float, generator: torch.Generator) -> Dict[str, torch.Tensor]:
     """One forward pass of the objective.
 
     A timestep ``t ~ U{0, T-1}`` and noise ``eps ~ N(0, I)`` per sample give the noisy latent
     ``add_noise(x0, eps, t)``; the UNet predicts ``v = get_velocity(x0, eps, t)``. A fraction
-    ``cfg_drop`` of samples gets the null prompt and a zero condition latent (:func:`drop_conditions`).
+    ``cfg_drop`` of samples gets the unconditional branch: the null prompt and a null-condition
+    sample (:func:`~sharpit.refine.conditioning.drop_conditions`). Draws, in order: timesteps,
+    noise, the drop mask, the reference noise (reference mode), the null-condition samples (always,
+    one per sample, so the generator advances the same way whatever is dropped).
 
     Returns:
         dict with ``"loss"`` (scalar float32 MSE, differentiable), ``"timesteps"`` (B,) and
@@ -142,8 +189,10 @@ def sharpit_loss(unet, noise_scheduler: DDPMScheduler, batch: EncodedBatch, null
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
     dropped = torch.rand(b, generator=generator) < cfg_drop
     reference_noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32) if mode == "reference" else None
+    null_latents = unconditional.condition_latents(b, generator)
     timesteps, noise = timesteps.to(device), noise.to(device)
-    embeds, condition = drop_conditions(batch.prompt_embeds, batch.condition, null_embeds, dropped)
+    embeds, condition = drop_conditions(batch.prompt_embeds, batch.condition, unconditional.prompt_embeds,
+                                        null_latents, dropped)
     noisy = noise_scheduler.add_noise(x0, noise, timesteps)
     target = noise_scheduler.get_velocity(x0, noise, timesteps)
     dtype = unet.dtype if hasattr(unet, "dtype") else x0.dtype

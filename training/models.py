@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 from sharpit.errors import CheckpointError, ConfigError
 from sharpit.refine import SharpItPipeline, init_unet_from_zero123plus
@@ -26,7 +27,9 @@ def _check_sharpit_folder(path: str) -> None:
                                     "use init_from: zero123plus for a Zero123++ base model")
 
 
-def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_mode: str) -> SharpItPipeline:
+def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_mode: str,
+                           null_condition: Optional[str] = None, condition_latent_space: Optional[str] = None,
+                           ) -> SharpItPipeline:
     """The pipeline whose UNet training starts from (all components float32, on the CPU).
 
     Args:
@@ -35,9 +38,11 @@ def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_m
             (``init_from="sharpit"``).
         init_from: ``"zero123plus"`` or ``"sharpit"``.
         conditioning_mode: ``"concat"`` or ``"reference"``; must match a Sharp-It checkpoint's UNet.
+        null_condition, condition_latent_space: the pipeline settings; None keeps a Sharp-It
+            checkpoint's or takes the defaults; given values must match a Sharp-It checkpoint's.
     Raises:
         CheckpointError: the folder holds another model (e.g. a Zero123++ repo given as Sharp-It,
-            or an already widened UNet given as Zero123++).
+            or an already widened UNet given as Zero123++), or a checkpoint trained with other settings.
     """
     from diffusers import UNet2DConditionModel
 
@@ -48,6 +53,11 @@ def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_m
         if pipe.conditioning_mode != conditioning_mode:
             raise CheckpointError(pretrained_model, f"holds a {pipe.conditioning_mode}-conditioned UNet but "
                                                     f"conditioning_mode is {conditioning_mode!r}")
+        asked = {"null_condition": null_condition, "condition_latent_space": condition_latent_space}
+        differing = [k for k, v in asked.items() if v is not None and v != pipe.config[k]]
+        if differing:
+            raise CheckpointError(pretrained_model, "was trained with " + ", ".join(
+                f"{k}={pipe.config[k]!r} (the config asks for {asked[k]!r})" for k in differing))
         return pipe
     with load_errors(pretrained_model, "Zero123++ UNet"):
         unet = UNet2DConditionModel.from_pretrained(pretrained_model, subfolder="unet")
@@ -58,7 +68,8 @@ def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_m
     if conditioning_mode == "concat":
         unet = init_unet_from_zero123plus(unet)
     try:
-        return SharpItPipeline.from_zero123plus(base=pretrained_model, unet=unet,
-                                                conditioning_mode=conditioning_mode)
+        return SharpItPipeline.from_zero123plus(base=pretrained_model, unet=unet, conditioning_mode=conditioning_mode,
+                                                null_condition=null_condition,
+                                                condition_latent_space=condition_latent_space or "raw")
     except ConfigError as exc:
         raise CheckpointError(pretrained_model, str(exc)) from exc

@@ -14,7 +14,8 @@ Usage (from the repository root)::
 The VAE and text encoder are frozen (run every step, or read from a cache written by
 ``python -m training.precompute_latents``: ``--precomputed_latents DIR``); only the UNet trains, on
 the v-prediction MSE of SPEC section 3 (DDPM, linear betas 0.00085..0.012, 1000 steps), with 10 %
-of the samples given the unconditional branch (prompt "" and a zero condition latent). Checkpoints land in
+of the samples given the pipeline's unconditional branch (prompt "" and the latent of its
+``null_condition`` image, black by default for the concat UNet). Checkpoints land in
 ``output_dir/checkpoint-<step>``, TensorBoard logs in ``output_dir/logs``, and the final
 ``SharpItPipeline`` in ``output_dir/pipeline`` (load it with ``SharpItPipeline.from_pretrained``).
 """
@@ -34,14 +35,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sharpit.atomic import atomic_dir, check_writable_dir
-from sharpit.errors import ConfigError, OutputExistsError, SharpItError
+from sharpit.errors import CheckpointError, ConfigError, OutputExistsError, SharpItError
 
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict, parse_config
 from .data import PairDataset, make_dataloader
 from .latent_cache import CachedPairDataset, batch_posteriors, encoder_fingerprint
-from .loss import (encode_posteriors, make_noise_scheduler, null_prompt_embeds, sample_batch, sharpit_loss,
-                   step_generator)
+from .loss import (encode_posteriors, make_noise_scheduler, sample_batch, sharpit_loss, step_generator,
+                   unconditional_branch)
 from .models import load_training_pipeline
 
 __all__ = ["train", "main", "make_optimizer"]
@@ -158,7 +159,10 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None) -> 
     dataset = PairDataset(config.train_data, config.tile_size)
     val_dataset = PairDataset(config.validation_data, dataset.tile_size) if config.validation_data else dataset
 
-    pipe = load_training_pipeline(config.pretrained_model, config.init_from, config.conditioning_mode)
+    pipe = load_training_pipeline(config.pretrained_model, config.init_from, config.conditioning_mode,
+                                  config.null_condition, config.condition_latent_space)
+    # the pipeline's unconditional-branch settings: recorded in checkpoints, checked on resume
+    settings = {k: pipe.config[k] for k in ("null_condition", "condition_latent_space")}
     vae, text_encoder, tokenizer, unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
     cached = None
     if config.precomputed_latents:
@@ -186,11 +190,15 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None) -> 
     state = {"global_step": 0, "batches_consumed": 0}
     if resume is not None:
         state = load_checkpoint(accelerator, resume, unet, optimizer, lr_scheduler, ema)
+        differing = [k for k in settings if k in state and state[k] != settings[k]]
+        if differing:
+            raise CheckpointError(resume, "was trained with " + ", ".join(
+                f"{k}={state[k]!r} (this run: {settings[k]!r})" for k in differing) + "; set them as in the checkpoint")
         logger.info("resumed from %s at step %d", resume, state["global_step"])
     global_step, consumed = int(state["global_step"]), int(state["batches_consumed"])
     loader = make_dataloader(cached or dataset, config.train_batch_size, config.seed, accelerator.num_processes,
                              accelerator.process_index, start=consumed, num_workers=config.dataloader_num_workers)
-    null_embeds = null_prompt_embeds(tokenizer, text_encoder).float()
+    unconditional = unconditional_branch(pipe, (3 * dataset.tile_size, 2 * dataset.tile_size), device)
     raw_unet = accelerator.unwrap_model(unet)
     unet_config = {k: v for k, v in dict(raw_unet.config).items()}
     if accelerator.is_main_process and config.report_to != "none":
@@ -211,10 +219,10 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None) -> 
                                                batch["coarse"].to(device, weight_dtype), batch["caption"])
             else:
                 posteriors = batch_posteriors(batch, device)
-            encoded = sample_batch(posteriors, vae.config.scaling_factor, generator)
+            encoded = sample_batch(posteriors, vae.config.scaling_factor, generator, settings["condition_latent_space"])
             sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(unet)
             with sync:
-                out = sharpit_loss(unet, noise_scheduler, encoded, null_embeds, config.conditioning_mode,
+                out = sharpit_loss(unet, noise_scheduler, encoded, unconditional, config.conditioning_mode,
                                    config.cfg_drop, generator)
                 accelerator.backward(out["loss"] / accum)
             losses.append(out["loss"].detach())
@@ -238,7 +246,7 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None) -> 
             save_checkpoint(accelerator, config.output_dir, global_step, unet, optimizer, lr_scheduler, ema,
                             {"global_step": global_step, "batches_consumed": consumed, "seed": config.seed,
                              "conditioning_mode": config.conditioning_mode, "unet_config": unet_config,
-                             "config": config_to_dict(config)},
+                             "config": config_to_dict(config), **settings},
                             config.checkpoints_total_limit)
         if global_step % config.validation_steps == 0 and config.num_validation_samples > 0:
             if accelerator.is_main_process:

@@ -5,7 +5,9 @@ Modes:
 * ``"concat"``: the UNet takes ``2 * latent_channels`` (8) input channels,
   ``[model input (4), condition latent (4)]`` concatenated along channels;
 * ``"reference"``: a ``latent_channels`` (4) UNet gets the condition through Zero123++ reference
-  attention (:mod:`sharpit.refine.reference_attention`).
+  attention (:mod:`sharpit.refine.reference_attention`). The condition latent may have another
+  spatial size than the sample: Zero123++ conditions a 120x80 grid latent on the 64x64 latent of
+  one 512x512 image (``diffusers-support/pipeline.py``, ``RefOnlyNoisedUNet.forward``).
 """
 
 from __future__ import annotations
@@ -55,16 +57,18 @@ def conditioned_unet_forward(unet, sample: torch.Tensor, timestep, encoder_hidde
         sample: (B, 4, h, w) model input (already ``scheduler.scale_model_input``-ed at inference).
         timestep: scalar or (B,) timesteps.
         encoder_hidden_states: (B, 77, D) prompt embeddings.
-        condition_latents: (B, 4, h, w) condition latents (:func:`encode_condition_latents`, zeros
-            for the unconditional branch).
+        condition_latents: (B, 4, h, w) condition latents (:func:`encode_condition_latents`, or
+            :func:`null_condition_latents` for the unconditional branch); in reference mode any
+            (B, 4, h', w').
         mode: ``"concat"`` or ``"reference"``.
         scheduler: reference mode only: noises the condition to ``timestep`` (``add_noise``, then
             ``scale_model_input``).
-        reference_noise: reference mode only: (B, 4, h, w) fresh standard normal noise.
+        reference_noise: reference mode only: fresh standard normal noise shaped like ``condition_latents``.
     Returns:
         The UNet output, (B, 4, h, w) (a v-prediction for Zero123++/Sharp-It).
     """
-    if condition_latents.shape[0] != sample.shape[0] or condition_latents.shape[2:] != sample.shape[2:]:
+    if condition_latents.shape[0] != sample.shape[0] or (
+            mode == "concat" and condition_latents.shape[2:] != sample.shape[2:]):
         raise ConfigError(f"condition latents {tuple(condition_latents.shape)} do not match the sample "
                           f"{tuple(sample.shape)}")
     cond = condition_latents.to(sample.dtype)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -16,16 +17,33 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from ..errors import ConfigError, InputError
-from ..grid import as_grid_tensor, grid_to_views, tensor_to_pil
-from .conditioning import (NULL_PROMPT, decode_latents, encode_condition_latents, encode_prompt,
-                           encode_target_latents, null_condition_latents)
+from ..grid import GRID_COLS, GRID_HEIGHT, GRID_ROWS, GRID_WIDTH, as_grid_tensor, grid_to_views, tensor_to_pil
+from .conditioning import (NULL_PROMPT, check_condition_latent_space, check_null_condition, decode_latents,
+                           encode_posterior, encode_prompt, encode_target_latents, null_condition_latents,
+                           null_condition_posterior, sample_condition_latents, vae_posterior)
 from .denoise import conditioned_unet_forward, resolve_conditioning_mode
 from .loading import SharpItLoadingMixin
 from .reference_attention import disable_reference_attention
 
-__all__ = ["SharpItPipeline", "SharpItPipelineOutput", "coerce_condition"]
+__all__ = ["SharpItPipeline", "SharpItPipelineOutput", "coerce_condition", "coerce_condition_images",
+           "DEFAULT_NULL_CONDITION", "ZERO123PLUS_BACKGROUND"]
 
 _OUTPUT_TYPES = ("pil", "pt", "np", "latent")
+
+#: The null condition a pipeline gets when none is given, by conditioning mode (see
+#: :data:`~sharpit.refine.conditioning.NULL_CONDITION_PIXELS` for the official sources):
+#:
+#: * ``"reference"`` -> ``"grey"``: a 4-channel reference-attention UNet is Zero123++ (or a fine-tune
+#:   of it), whose own pipeline guides against the latent of a mid-grey image
+#:   (``diffusers-support/pipeline.py``, ``Zero123PlusPipeline.__call__``);
+#: * ``"concat"`` -> ``"black"``: Sharp-It's training code is unpublished; the only public recipe
+#:   that fine-tunes a Zero123++ grid model on white-background renders, InstantMesh's
+#:   (``zero123plus/model.py``, ``MVDiffusion.training_step``), trains its unconditional branch on
+#:   the latent of a black image, and guidance should use what the model was trained with.
+DEFAULT_NULL_CONDITION = {"reference": "grey", "concat": "black"}
+#: Background grey (0-255) of an RGBA single condition image, as Zero123++'s ``to_rgb_image``
+#: (``diffusers-support/pipeline.py``) composites it.
+ZERO123PLUS_BACKGROUND = 127
 
 
 @dataclass
@@ -61,29 +79,131 @@ def coerce_condition(condition) -> torch.Tensor:
     return as_grid_tensor(condition, background=1.0)
 
 
+def _is_grid(item) -> bool:
+    """True when ``item`` is a 3:2 grid (or a renderer result), False for any other image."""
+    if callable(getattr(item, "grid", None)):
+        return True
+    if isinstance(item, Image.Image):
+        w, h = item.size
+    elif isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim >= 2:
+        h, w = (item.shape[0], item.shape[1]) if isinstance(item, np.ndarray) else item.shape[-2:]
+    else:
+        return True  # not an image: coerce_condition names the problem
+    return h * GRID_COLS == w * GRID_ROWS
+
+
+def _zero123plus_rgb(image: Image.Image) -> Image.Image:
+    """RGB as Zero123++'s ``to_rgb_image``: RGBA is pasted through its alpha onto grey 127."""
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    if image.mode == "RGB":
+        return image
+    rgb = Image.new("RGB", image.size, (ZERO123PLUS_BACKGROUND,) * 3)
+    rgb.paste(image, mask=image.getchannel("A"))
+    return rgb
+
+
+def coerce_condition_images(images) -> List[Image.Image]:
+    """Single condition image(s) -> RGB PIL images (RGBA composited on Zero123++'s grey 127).
+
+    Accepts PIL images, (H, W, C) arrays (uint8, or float in [0, 1]), (C, H, W) / (B, C, H, W)
+    tensors in [0, 1] with 3 or 4 channels, or a list of those.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise InputError("condition is an empty list; pass at least one image")
+        return [im for item in images for im in coerce_condition_images(item)]
+    if isinstance(images, Image.Image):
+        return [_zero123plus_rgb(images)]
+    if isinstance(images, np.ndarray):
+        if images.ndim != 3:
+            raise InputError(f"expected an (H, W, C) image array, got shape {images.shape}")
+        if images.dtype == np.uint8:
+            return [_zero123plus_rgb(Image.fromarray(images))]
+        images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(2, 0, 1)
+    if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4) or images.shape[-3] not in (3, 4):
+        raise InputError("a condition image must be a PIL image, an (H, W, C) array or a (C, H, W) / "
+                         "(B, C, H, W) tensor with 3 or 4 channels")
+    if not bool(torch.isfinite(images).all()):
+        raise InputError("condition image contains NaN or inf values")
+    return [_zero123plus_rgb(tensor_to_pil(im)) for im in (images if images.ndim == 4 else images[None])]
+
+
 class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
-    r"""Multi-view refiner of Sharp-It: coarse 3x2 grid + prompt -> refined 3x2 grid.
+    r"""Multi-view refiner of Sharp-It: coarse 3x2 grid + prompt -> refined 3x2 grid; also stock Zero123++.
 
     Components: ``vae`` (AutoencoderKL), ``text_encoder`` (CLIPTextModel), ``tokenizer``
     (CLIPTokenizer), ``unet`` (UNet2DConditionModel, v-prediction), ``scheduler``
-    (EulerAncestralDiscreteScheduler, ``timestep_spacing="trailing"``).
+    (EulerAncestralDiscreteScheduler, ``timestep_spacing="trailing"``), and the optional
+    Zero123++ image-conditioning components ``vision_encoder`` (CLIPVisionModelWithProjection),
+    ``feature_extractor_clip`` and ``feature_extractor_vae`` (CLIPImageProcessor). Pipelines without
+    them (every Sharp-It pipeline) save and load as usual (``_optional_components``).
 
-    ``conditioning_mode`` is ``"concat"`` (UNet with 8 input channels: [noisy, condition]),
-    ``"reference"`` (4-channel UNet, Zero123++ reference attention) or None to infer it from the UNet.
+    Saved settings (``register_to_config``, written to ``model_index.json``):
+
+    * ``conditioning_mode``: ``"concat"`` (UNet with 8 input channels: [noisy, condition]),
+      ``"reference"`` (4-channel UNet, Zero123++ reference attention) or None to infer it from the UNet;
+    * ``null_condition``: the constant image whose latent is the unconditional condition,
+      ``"black"`` or ``"grey"`` (:data:`~sharpit.refine.conditioning.NULL_CONDITION_PIXELS`); None
+      picks :data:`DEFAULT_NULL_CONDITION` for the mode (grey for Zero123++-style reference UNets,
+      black for concat UNets, see there why);
+    * ``condition_latent_space``: ``"raw"`` (default) or ``"scaled"``
+      (:data:`~sharpit.refine.conditioning.CONDITION_LATENT_SPACES`); reference mode is ``"raw"``
+      only, as in Zero123++;
+    * ``ramping_coefficients``: with a ``vision_encoder``, the 77 per-token weights of the CLIP
+      image embedding added to the conditional prompt row (Zero123++'s ``model_index.json``).
+
+    With a ``vision_encoder`` the conditional prompt row becomes, as in Zero123++
+    (``diffusers-support/pipeline.py``, ``Zero123PlusPipeline.__call__``),
+    ``text_embeds + image_embeds[:, None, :] * ramping_coefficients[:, None]``, where
+    ``image_embeds`` is ``vision_encoder(feature_extractor_clip(condition image)).image_embeds``;
+    the unconditional row stays the plain negative prompt.
     """
 
-    model_cpu_offload_seq = "text_encoder->unet->vae"
+    model_cpu_offload_seq = "text_encoder->vision_encoder->unet->vae"
+    _optional_components = ["vision_encoder", "feature_extractor_clip", "feature_extractor_vae"]
     _callback_tensor_inputs = ["latents", "prompt_embeds", "condition_latents"]
 
     def __init__(self, vae: AutoencoderKL, text_encoder, tokenizer, unet: UNet2DConditionModel, scheduler,
-                 conditioning_mode: Optional[str] = None):
+                 vision_encoder=None, feature_extractor_clip=None, feature_extractor_vae=None,
+                 conditioning_mode: Optional[str] = None, null_condition: Optional[str] = None,
+                 condition_latent_space: str = "raw", ramping_coefficients: Optional[Sequence[float]] = None):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                              scheduler=scheduler)
-        resolve_conditioning_mode(unet.config.in_channels, vae.config.latent_channels, conditioning_mode)
-        self.register_to_config(conditioning_mode=conditioning_mode)
+                              scheduler=scheduler, vision_encoder=vision_encoder,
+                              feature_extractor_clip=feature_extractor_clip,
+                              feature_extractor_vae=feature_extractor_vae)
+        mode = resolve_conditioning_mode(unet.config.in_channels, vae.config.latent_channels, conditioning_mode)
+        null_condition = check_null_condition(DEFAULT_NULL_CONDITION[mode] if null_condition is None
+                                              else null_condition)
+        if check_condition_latent_space(condition_latent_space) != "raw" and mode == "reference":
+            raise ConfigError(f"condition_latent_space={condition_latent_space!r} is for concat mode; Zero123++'s "
+                              "reference attention noises the raw VAE sample (use 'raw')")
+        ramping_coefficients = self._check_global_embedding(vision_encoder, feature_extractor_clip,
+                                                            ramping_coefficients, text_encoder, tokenizer)
+        self.register_to_config(conditioning_mode=conditioning_mode, null_condition=null_condition,
+                                condition_latent_space=condition_latent_space,
+                                ramping_coefficients=ramping_coefficients)
         self._attention_backend = "auto"
         self._attention_resolved = False
+        self._null_posteriors: Dict[tuple, tuple] = {}
+
+    @staticmethod
+    def _check_global_embedding(vision_encoder, feature_extractor_clip, ramping, text_encoder,
+                                tokenizer) -> Optional[List[float]]:
+        if vision_encoder is None and feature_extractor_clip is None and ramping is None:
+            return None
+        if vision_encoder is None or feature_extractor_clip is None or ramping is None:
+            raise ConfigError("the CLIP global embedding needs vision_encoder, feature_extractor_clip and "
+                              "ramping_coefficients together (or none of them)")
+        ramping = [float(r) for r in ramping]
+        if len(ramping) != tokenizer.model_max_length:
+            raise ConfigError(f"ramping_coefficients must have one value per prompt token "
+                              f"({tokenizer.model_max_length}), got {len(ramping)}")
+        if vision_encoder.config.projection_dim != text_encoder.config.hidden_size:
+            raise ConfigError(f"the vision encoder projects to {vision_encoder.config.projection_dim} features but "
+                              f"the text encoder's embeddings have {text_encoder.config.hidden_size}")
+        return ramping
 
     # ---------------------------------------------------------------- configuration
     @property
@@ -148,15 +268,71 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         return encode_prompt(self.tokenizer, self.text_encoder, prompt,
                              device or self._execution_device)
 
-    def prepare_condition_latents(self, pixels: torch.Tensor, generator=None, guidance: bool = False,
-                                  ) -> torch.Tensor:
-        """Condition latents of (B, 3, H, W) grids in [0, 1] -> (B, 4, H/8, W/8), unscaled.
+    def null_condition_posterior(self, latent_size: Sequence[int], device: Optional[torch.device] = None,
+                                 ) -> torch.Tensor:
+        """(1, 2C, h, w) posterior of the ``null_condition`` image for latents of ``latent_size`` (h, w).
 
-        With ``guidance`` the unconditional zero latents are prepended: (2B, 4, H/8, W/8),
-        ``[zeros, condition]``, the order of the batched CFG call.
+        Encoded once per (setting, size, device, VAE dtype) and cached (the VAE is frozen);
+        see :func:`~sharpit.refine.conditioning.null_condition_posterior`.
         """
-        cond = encode_condition_latents(self.vae, pixels, generator, self._execution_device)
-        return torch.cat([null_condition_latents(cond), cond]) if guidance else cond
+        device = torch.device(device) if device is not None else self._execution_device
+        size = tuple(int(v) for v in latent_size)
+        key = (self.config.null_condition, size, str(device), self.vae.dtype)
+        hit = self._null_posteriors.get(key)
+        if hit is None or hit[0]() is not self.vae:
+            hit = (weakref.ref(self.vae), null_condition_posterior(self.vae, self.config.null_condition, size, device))
+            self._null_posteriors[key] = hit
+        return hit[1]
+
+    def null_condition_latents(self, batch: int, latent_size: Sequence[int], generator=None,
+                               device: Optional[torch.device] = None) -> torch.Tensor:
+        """(batch, C, h, w) unconditional condition latents: fresh samples of the cached null posterior."""
+        return null_condition_latents(self.null_condition_posterior(latent_size, device), batch, generator,
+                                      self.config.condition_latent_space, self.vae.config.scaling_factor)
+
+    def prepare_condition_latents(self, condition: Union[torch.Tensor, List[Image.Image]], generator=None,
+                                  guidance: bool = False) -> torch.Tensor:
+        """Condition latents in the ``condition_latent_space`` setting.
+
+        Args:
+            condition: (B, 3, H, W) grids in [0, 1] (-> (B, C, H/8, W/8)), or B RGB PIL condition
+                images, preprocessed by ``feature_extractor_vae`` as Zero123++ does (512x512 -> 64x64).
+            generator: for the posterior samples (the condition's, then the null condition's).
+            guidance: prepend the unconditional latents (:meth:`null_condition_latents`), giving
+                ``[null, condition]`` with 2B rows, the order of the batched CFG call.
+        """
+        device = self._execution_device
+        if isinstance(condition, torch.Tensor):
+            posterior = encode_posterior(self.vae, condition, device)
+        else:
+            if self.feature_extractor_vae is None:
+                raise InputError("single condition images need the feature_extractor_vae of Zero123++ "
+                                 "(SharpItPipeline.from_zero123plus(..., global_embedding=True)); pass 3x2 grids")
+            vae_input = self.feature_extractor_vae(images=condition, return_tensors="pt").pixel_values
+            posterior = vae_posterior(self.vae, vae_input, device)
+        cond = sample_condition_latents(posterior, generator, self.config.condition_latent_space,
+                                        self.vae.config.scaling_factor)
+        if not guidance:
+            return cond
+        null = self.null_condition_latents(cond.shape[0], cond.shape[-2:], generator, device)
+        return torch.cat([null.to(cond), cond])
+
+    def encode_image_embeds(self, images: List[Image.Image], device: Optional[torch.device] = None) -> torch.Tensor:
+        """(B, D) CLIP image embeddings of RGB PIL images: ``vision_encoder(feature_extractor_clip(images)).image_embeds``."""
+        if self.vision_encoder is None:
+            raise ConfigError("this pipeline has no vision_encoder (no CLIP global embedding)")
+        pixels = self.feature_extractor_clip(images=images, return_tensors="pt").pixel_values
+        pixels = pixels.to(device=device or self._execution_device, dtype=self.vision_encoder.dtype)
+        return self.vision_encoder(pixels).image_embeds
+
+    def add_global_embedding(self, prompt_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Zero123++'s ramped global embedding: ``prompt_embeds + image_embeds[:, None] * ramp[:, None]``.
+
+        ``prompt_embeds`` (B, 77, D), ``image_embeds`` (B, D); ``ramp`` is the ``ramping_coefficients``
+        setting (77 values), as ``Zero123PlusPipeline.__call__`` (``diffusers-support/pipeline.py``).
+        """
+        ramp = image_embeds.new_tensor(self.config.ramping_coefficients)[:, None]
+        return prompt_embeds + image_embeds[:, None, :] * ramp
 
     def predict(self, model_input: torch.Tensor, timestep, prompt_embeds: torch.Tensor,
                 condition_latents: torch.Tensor, generator=None) -> torch.Tensor:
@@ -224,6 +400,20 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         return prompts
 
     # ---------------------------------------------------------------- call
+    def _split_condition(self, condition) -> Tuple[Optional[torch.Tensor], Optional[List[Image.Image]]]:
+        """``(grids, None)`` for 3:2 grid(s), ``(None, images)`` for single condition image(s)."""
+        items = condition if isinstance(condition, (list, tuple)) else [condition]
+        single = [not _is_grid(item) for item in items]
+        if not any(single):
+            return coerce_condition(condition), None
+        if not all(single):
+            raise InputError("condition mixes 3:2 grids and single images; pass one kind")
+        if self.feature_extractor_vae is None or self.conditioning_mode != "reference":
+            raise InputError("condition must be a 3x2 grid (height:width = 3:2, e.g. 960x640); single condition "
+                             "images need stock Zero123++ (reference mode with its feature extractors: "
+                             "SharpItPipeline.from_zero123plus(base, unet=None))")
+        return None, coerce_condition_images(condition)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -233,6 +423,7 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         num_inference_steps: int = 75,
         guidance_scale: float = 4.0,
         strength: float = 1.0,
+        init_grid=None,
         generator: Optional[torch.Generator] = None,
         seed: Optional[int] = None,
         output_type: str = "pil",
@@ -240,19 +431,27 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         callback_on_step_end: Optional[Callable[["SharpItPipeline", int, torch.Tensor, Dict], Dict]] = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ):
-        r"""Refine coarse grid(s).
+        r"""Refine coarse grid(s), or run stock Zero123++ on condition image(s).
 
         Args:
             condition: the coarse 3x2 grid(s): PIL (640x960), array, (3|4, 960, 640) or (B, C, 960, 640)
-                tensor in [0, 1], a ``MultiViewRender``, or a list of those. Alpha is composited on white.
-            prompt: text prompt(s), one or one per grid.
+                tensor in [0, 1], a ``MultiViewRender``, or a list of those; alpha is composited on
+                white. In stock Zero123++ mode (reference mode with ``feature_extractor_vae``) also
+                single condition image(s) of any other aspect (PIL, (H, W, C) array or (C, H, W)
+                tensor; alpha on grey 127), preprocessed exactly as Zero123++ does.
+            prompt: text prompt(s), one or one per condition.
             negative_prompt: prompt(s) of the unconditional branch ("" by default); that branch also
-                gets an all-zero condition latent.
+                gets the null condition latent (the ``null_condition`` setting) and no image embedding.
             num_inference_steps: scheduler steps (75 as in Sharp-It).
             guidance_scale: classifier-free guidance scale; ``<= 1`` disables CFG (one UNet batch per step).
-            strength: in (0, 1]; 1 starts from pure noise, smaller values start from the coarse grid
-                noised to that level (SDEdit) and run ``int(num_inference_steps * strength)`` steps.
-            generator / seed: randomness (latent noise, VAE posterior samples, ancestral and reference noise).
+            strength: in (0, 1]; 1 starts from pure noise, smaller values start from a grid noised to
+                that level (SDEdit) and run ``int(num_inference_steps * strength)`` steps.
+            init_grid: the 3x2 grid(s) SDEdit starts from when ``strength < 1``; default the condition
+                grid. With a single condition image it is required for ``strength < 1`` (the paper's
+                "Zero123++ + SDEdit" baseline: ``pipe(front_view, init_grid=coarse_grid, strength=0.6)``).
+            generator / seed: randomness, drawn in this order: condition posterior sample(s), null
+                condition sample(s), initial noise, SDEdit init posterior sample, then per step the
+                reference noise (reference mode) and the ancestral noise (Zero123++'s order).
             output_type: ``"pil"``, ``"pt"``, ``"np"`` or ``"latent"`` (see :class:`SharpItPipelineOutput`).
             callback_on_step_end: ``f(pipe, step, timestep, tensors) -> dict`` after each step; the
                 returned dict may replace the tensors named in ``callback_on_step_end_tensor_inputs``.
@@ -265,8 +464,13 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
             raise InputError(f"callback tensor inputs must be among {self._callback_tensor_inputs}, got {sorted(unknown)}")
         if seed is not None:
             generator = torch.Generator("cpu").manual_seed(int(seed))
-        pixels = coerce_condition(condition)
-        batch = pixels.shape[0]
+        pixels, images = self._split_condition(condition)
+        batch = pixels.shape[0] if pixels is not None else len(images)
+        init = coerce_condition(init_grid) if init_grid is not None else pixels
+        if init is not None and init.shape[0] != batch:
+            raise InputError(f"got {init.shape[0]} init grids for {batch} conditions; pass one per condition")
+        if init is None and strength < 1.0:
+            raise InputError("strength < 1 starts from a grid: pass init_grid= with a single condition image")
         prompts = self._prompt_list(prompt, batch, "prompt")
         negatives = self._prompt_list(NULL_PROMPT if negative_prompt is None else negative_prompt, batch,
                                       "negative prompt")
@@ -276,16 +480,24 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         dtype = self.unet.dtype
 
         prompt_embeds = self.encode_prompt(prompts if not do_cfg else negatives + prompts, device)
+        if self.vision_encoder is not None:
+            clip_images = images if images is not None else [tensor_to_pil(g) for g in pixels]
+            image_embeds = self.encode_image_embeds(clip_images, device)
+            uncond, cond = prompt_embeds[:-batch], prompt_embeds[-batch:]
+            prompt_embeds = torch.cat([uncond, self.add_global_embedding(cond, image_embeds.to(cond))])
         prompt_embeds = prompt_embeds.to(device=device, dtype=dtype)
-        condition_latents = self.prepare_condition_latents(pixels, generator, guidance=do_cfg)
+        condition_latents = self.prepare_condition_latents(pixels if pixels is not None else images, generator,
+                                                           guidance=do_cfg)
         condition_latents = condition_latents.to(device=device, dtype=dtype)
 
         timesteps = self._timesteps(num_inference_steps, strength, device)
-        shape = (batch, self.vae.config.latent_channels) + tuple(condition_latents.shape[2:])
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        height, width = tuple(init.shape[-2:]) if init is not None else (GRID_HEIGHT, GRID_WIDTH)
+        shape = (batch, self.vae.config.latent_channels, height // factor, width // factor)
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         if strength < 1.0:
-            init = encode_target_latents(self.vae, pixels, generator, device).to(device=device, dtype=dtype)
-            latents = self.scheduler.add_noise(init, noise, timesteps[:1].repeat(batch))
+            start = encode_target_latents(self.vae, init, generator, device).to(device=device, dtype=dtype)
+            latents = self.scheduler.add_noise(start, noise, timesteps[:1].repeat(batch))
         else:
             latents = noise * self.scheduler.init_noise_sigma
 

@@ -4,10 +4,10 @@ Only self-attention layers (``attn1``) are hooked. A UNet call with reference at
 UNet passes (see :func:`reference_unet_forward`):
 
 1. *write*: the condition latent, noised to the same timestep with fresh noise, goes through the
-   UNet; every ``attn1`` stores its input hidden states ``(B, N, C)`` in a :class:`ReferenceBank`
+   UNet; every ``attn1`` stores its input hidden states ``(B, N_ref, C)`` in a :class:`ReferenceBank`
    and otherwise attends normally;
 2. *read*: the main pass; every ``attn1`` uses ``concat([own tokens, stored tokens], dim=1)``
-   (``(B, 2N, C)``) as keys and values. Cross-attention (``attn2``) is untouched.
+   (``(B, N + N_ref, C)``) as keys and values. Cross-attention (``attn2``) is untouched.
 
 No parameters are added. The processor wraps the layer's existing processor (SDPA by default, or
 xformers), so the attention kernel stays whatever was chosen.
@@ -140,12 +140,14 @@ def reference_unet_forward(unet, bank: ReferenceBank, sample: torch.Tensor, time
         sample: (B, C, h, w) model input.
         timestep: as for ``UNet2DConditionModel.forward``.
         encoder_hidden_states: (B, 77, D); used by both passes.
-        reference: (B, C, h, w) noised, scaled reference latents (:func:`noise_reference_latents`).
+        reference: (B, C, h', w') noised, scaled reference latents (:func:`noise_reference_latents`);
+            their spatial size may differ from the sample's (the stored tokens are only keys and values).
     Returns:
         The UNet's output for ``sample``, (B, out_channels, h, w).
     """
-    if reference.shape != sample.shape:
-        raise ConfigError(f"reference latents {tuple(reference.shape)} must match the sample {tuple(sample.shape)}")
+    if reference.shape[:2] != sample.shape[:2]:
+        raise ConfigError(f"reference latents {tuple(reference.shape)} must have the batch size and channels of "
+                          f"the sample {tuple(sample.shape)}")
     try:
         bank.set_mode("write")
         unet(reference, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False, **unet_kwargs)

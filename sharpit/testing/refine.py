@@ -27,9 +27,12 @@ from .tokenizers import TINY_CLIP_VOCAB_SIZE, save_tiny_clip_tokenizer
 
 __all__ = [
     "TINY_TEXT_DIM",
+    "TINY_CLIP_IMAGE_SIZE",
+    "TINY_RAMPING_COEFFICIENTS",
     "tiny_unet",
     "tiny_vae",
     "tiny_text_encoder",
+    "tiny_vision_encoder",
     "tiny_scheduler",
     "tiny_sharpit_pipeline",
     "save_tiny_sharpit_pipeline",
@@ -40,6 +43,11 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 #: Hidden size of the tiny text encoder (the UNet's cross_attention_dim).
 TINY_TEXT_DIM = 32
+#: Input size of the tiny vision encoder, the real CLIP processor's crop.
+TINY_CLIP_IMAGE_SIZE = 224
+#: The tiny repo's per-token weights of the global embedding (77 values; token 0 gets (almost) none,
+#: as in the real ones, and the others vary so that a mis-applied ramp shows).
+TINY_RAMPING_COEFFICIENTS = [0.0] + [round(0.1 + 0.05 * (i % 5), 2) for i in range(1, 77)]
 
 _ZERO123PLUS_SCHEDULER = {  # values of sudo-ai/zero123plus-v1.2 scheduler/scheduler_config.json (manifest)
     "_class_name": "EulerAncestralDiscreteScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
@@ -118,10 +126,25 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def save_tiny_zero123plus_repo(directory: PathLike, seed: int = 0) -> Path:
-    """Write a tiny repository laid out like ``sudo-ai/zero123plus-v1.2`` and return its folder."""
+def tiny_vision_encoder(seed: int = 0):
+    """A tiny ``CLIPVisionModelWithProjection`` that takes the real CLIP processor's 224x224 crops
+    (patch 14, as OpenCLIP ViT-H/14) and projects to the tiny text width (its global embedding)."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    torch.manual_seed(seed)
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=TINY_CLIP_IMAGE_SIZE, patch_size=14, projection_dim=TINY_TEXT_DIM)).eval()
+
+
+def save_tiny_zero123plus_repo(directory: PathLike, seed: int = 0) -> Path:
+    """Write a tiny repository laid out like ``sudo-ai/zero123plus-v1.2`` and return its folder.
+
+    The feature extractors carry the real preprocessor configs (CLIP: resize and centre-crop to
+    224, CLIP statistics; VAE: 512, mean 0.5, std 0.8), and the vision encoder takes the CLIP
+    processor's 224x224 crops, so the official ``Zero123PlusPipeline`` and
+    ``SharpItPipeline.from_zero123plus(repo, unet=None)`` both run on it.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tiny_vae(seed).save_pretrained(directory / "vae")
@@ -129,16 +152,13 @@ def save_tiny_zero123plus_repo(directory: PathLike, seed: int = 0) -> Path:
     save_tiny_clip_tokenizer(directory / "tokenizer")
     tiny_unet(4, seed).save_pretrained(directory / "unet")
     _write_json(directory / "scheduler" / "scheduler_config.json", _ZERO123PLUS_SCHEDULER)
-    torch.manual_seed(seed)
-    CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
-        patch_size=14, projection_dim=TINY_TEXT_DIM)).save_pretrained(directory / "vision_encoder")
+    tiny_vision_encoder(seed).save_pretrained(directory / "vision_encoder")
     _write_json(directory / "feature_extractor_clip" / "preprocessor_config.json", {
-        "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
-        "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "crop_size": {"height": TINY_CLIP_IMAGE_SIZE, "width": TINY_CLIP_IMAGE_SIZE}, "do_center_crop": True,
+        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
         "image_processor_type": "CLIPImageProcessor", "resample": 3, "rescale_factor": 1 / 255,
-        "size": {"shortest_edge": 224}})
+        "size": {"shortest_edge": TINY_CLIP_IMAGE_SIZE}})
     _write_json(directory / "feature_extractor_vae" / "preprocessor_config.json", {
         "crop_size": {"height": 512, "width": 512}, "do_center_crop": True, "do_convert_rgb": True,
         "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": 0.5, "image_std": 0.8,
@@ -149,7 +169,7 @@ def save_tiny_zero123plus_repo(directory: PathLike, seed: int = 0) -> Path:
         "_name_or_path": "sudo-ai/zero123plus-v1.1",
         "feature_extractor_clip": ["transformers", "CLIPImageProcessor"],
         "feature_extractor_vae": ["transformers", "CLIPImageProcessor"],
-        "ramping_coefficients": [0.0] + [0.2] * 76,
+        "ramping_coefficients": TINY_RAMPING_COEFFICIENTS,
         "safety_checker": [None, None], "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
