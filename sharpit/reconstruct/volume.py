@@ -114,7 +114,9 @@ def render_rays(synth: TriplaneSynthesizer, planes: torch.Tensor, origins: torch
         far = torch.maximum(far, near)
         span = far - near
         depths = near[:, None] + span[:, None] * steps
-        jitter = torch.rand(depths.shape, device=depths.device, generator=generator)
+        # Drawn sample-major, as the official renderer's ``rand_like`` of its permuted depths, so a
+        # seeded generator jitters the same samples as InstantMesh (tests/test_parity_instantmesh.py).
+        jitter = torch.rand(depths.shape[::-1], device=depths.device, generator=generator).T
         depths = depths + jitter * (span / (n_coarse - 1))[:, None]
         raw, rgb = _evaluate(synth, planes, o, d, depths)
         if n_importance > 0:
