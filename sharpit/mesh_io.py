@@ -6,12 +6,13 @@ Frames: glTF files are y-up with the asset's front toward +Z. With ``frame="auto
 are taken to be in the sharpit frame already. ``frame="gltf"`` or ``"sharpit"`` forces one.
 
 Colours: a :class:`~sharpit.mesh.Mesh` holds sRGB (display) colours. glTF stores vertex colours
-(``COLOR_0``) and ``baseColorFactor`` in linear light and base-colour textures in sRGB (glTF 2.0
-specification), so ``.glb``/``.gltf`` vertex colours and colour factors are converted at this
-boundary (:mod:`sharpit.colors`): written as float32 linear ``COLOR_0`` (no 8-bit banding in the
-darks) and read back, whatever their accessor type (float, normalised unsigned byte or short), as
-sRGB. OBJ and PLY colours are display values and stay as stored. A save/load round trip returns
-the colours to within 1/255.
+(``COLOR_0``) and ``baseColorFactor`` in linear light and base-colour textures in sRGB, and a
+primitive's base colour is factor x texture x ``COLOR_0`` (glTF 2.0 specification, sections 3.7.2.1
+and 3.9.2), so ``.glb``/``.gltf`` colours are converted at this boundary (:mod:`sharpit.colors`):
+vertex colours are written as float32 linear ``COLOR_0`` under a white, non-metallic material, and
+read back, whatever their accessor type (float, normalised unsigned byte or short) and material,
+as sRGB. OBJ and PLY colours are display values and stay as stored. A save/load round trip returns
+glTF vertex colours to float precision, 8-bit ones (OBJ, PLY, textures) to within 0.5/255.
 """
 
 from __future__ import annotations
@@ -73,8 +74,15 @@ def _rgb01(image: Image.Image) -> np.ndarray:
 
 
 def _part_from_trimesh(geom, transform: np.ndarray, gltf: bool) -> _Part:
-    """``gltf``: the file is glTF, whose ``baseColorFactor`` is linear (vertex colours were
-    already made sRGB by :func:`_read_gltf_scene`)."""
+    """One scene geometry as a :class:`_Part` with sRGB colours.
+
+    ``gltf``: the file is glTF, whose base colour is ``baseColorFactor`` (linear) times the
+    sRGB-decoded ``baseColorTexture`` times ``COLOR_0`` (linear) (glTF 2.0 specification, section
+    3.9.2). Vertex colours of a primitive without a material were already made sRGB by
+    :func:`_read_gltf_scene`; ``COLOR_0`` next to a material arrives here as linear floats in the
+    visual's ``"color"`` vertex attribute. A :class:`~sharpit.mesh.Mesh` holds a texture or vertex
+    colours, not both, so ``COLOR_0`` that tints a texture is dropped with a warning.
+    """
     import trimesh
 
     vertices = trimesh.transform_points(np.asarray(geom.vertices, dtype=np.float64), transform)
@@ -90,11 +98,19 @@ def _part_from_trimesh(geom, transform: np.ndarray, gltf: bool) -> _Part:
             factor = None if image is not None else material.diffuse
         rgb = None if factor is None else np.asarray(factor, dtype=np.float32)[:3] / 255.0
         uv = None if visual.uv is None else np.asarray(visual.uv, dtype=np.float32)
+        color_0 = visual.vertex_attributes.get("color") if gltf else None
+        color_0 = None if color_0 is None else np.asarray(color_0, dtype=np.float64)[:, :3]
         if image is not None and uv is not None and len(uv) == len(vertices):
+            if color_0 is not None and not np.allclose(color_0, 1.0, atol=0.5 / 255):
+                warnings.warn("glTF vertex colours (COLOR_0) that tint a base-colour texture are dropped: a "
+                              "sharpit Mesh holds a texture or vertex colours", stacklevel=3)
             texture = _rgb01(image)
             if rgb is not None and not np.all(rgb == 1.0):
                 texture = linear_to_srgb(srgb_to_linear(texture) * rgb) if gltf else texture * rgb
             return _Part(vertices, faces, uvs=uv, texture=texture)
+        if color_0 is not None:
+            linear = color_0 * (rgb if rgb is not None else 1.0)
+            return _Part(vertices, faces, colors=linear_to_srgb(linear).astype(np.float32))
         if rgb is not None:
             rgb = linear_to_srgb(rgb) if gltf else rgb
             return _Part(vertices, faces, colors=np.broadcast_to(rgb, (len(vertices), 3)).copy())
@@ -175,9 +191,12 @@ def _normalized_colors(colors) -> np.ndarray:
 
 
 def _read_gltf_scene(path: Path):
-    """Read a glTF/GLB scene with trimesh's glTF loader, turning linear ``COLOR_0`` into sRGB
-    before trimesh stores colours as 8-bit (trimesh would keep linear values and mis-scale
-    unsigned-short colours)."""
+    """Read a glTF/GLB scene with trimesh's glTF loader, taking ``COLOR_0`` (float, or normalised
+    unsigned byte or short, always linear) from the raw accessors before trimesh interprets it:
+    trimesh would keep linear values as if they were display values and mis-scale unsigned-short
+    ones. Colours of a primitive without a material become sRGB here (trimesh then stores them
+    as 8-bit); colours next to a material stay linear floats for :func:`_part_from_trimesh`,
+    which multiplies them by the material's linear ``baseColorFactor`` first."""
     import trimesh
     from trimesh.exchange.gltf import load_glb, load_gltf
 
@@ -185,11 +204,15 @@ def _read_gltf_scene(path: Path):
     with open(path, "rb") as f:
         kwargs = loader(f, resolver=trimesh.resolvers.FilePathResolver(str(path)), process=False)
     for geom in (kwargs.get("geometry") or {}).values():
-        colors = geom.get("vertex_colors") if isinstance(geom, dict) else None
-        if colors is not None:
-            colors = _normalized_colors(colors)
+        if not isinstance(geom, dict):
+            continue
+        if geom.get("vertex_colors") is not None:
+            colors = _normalized_colors(geom["vertex_colors"])
             colors[:, :3] = linear_to_srgb(colors[:, :3])
             geom["vertex_colors"] = colors
+        attributes = getattr(geom.get("visual"), "vertex_attributes", None)
+        if attributes is not None and attributes.get("color") is not None:
+            attributes["color"] = _normalized_colors(attributes["color"])
     return trimesh.load_scene(kwargs)
 
 
@@ -263,9 +286,20 @@ def _to_uint8(values: torch.Tensor) -> np.ndarray:
     return (values.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
 
 
+def _diffuse_pbr_material(name: str, image=None):
+    """A white, non-metallic, fully rough glTF material (optionally with a base-colour texture):
+    viewers then shade a diffuse surface, as sharpit renders, instead of the default material a
+    primitive without one gets, which is fully metallic (glTF 2.0 specification, section 3.9.6:
+    every property at its default, and ``pbrMetallicRoughness.metallicFactor`` defaults to 1)."""
+    from trimesh.visual.material import PBRMaterial
+
+    return PBRMaterial(baseColorTexture=image, baseColorFactor=(255, 255, 255, 255), metallicFactor=0.0,
+                       roughnessFactor=1.0, name=name)
+
+
 def _to_trimesh(mesh: Mesh, vertices: torch.Tensor, ext: str, material_name: str):
     import trimesh
-    from trimesh.visual.material import PBRMaterial, SimpleMaterial
+    from trimesh.visual.material import SimpleMaterial
 
     v = vertices.detach().double().cpu().numpy()
     f = mesh.faces.detach().cpu().numpy()
@@ -275,10 +309,11 @@ def _to_trimesh(mesh: Mesh, vertices: torch.Tensor, ext: str, material_name: str
         if ext == ".obj":
             material = SimpleMaterial(image=image, diffuse=(255, 255, 255, 255), name=material_name)
         else:
-            material = PBRMaterial(baseColorTexture=image, baseColorFactor=(255, 255, 255, 255),
-                                   metallicFactor=0.0, roughnessFactor=1.0, name=material_name)
+            material = _diffuse_pbr_material(material_name, image)
         visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
-    elif mesh.vertex_colors is not None and ext not in _GLTF_EXTS:   # glTF: linear COLOR_0 added by _encode
+    elif mesh.vertex_colors is not None and ext in _GLTF_EXTS:   # linear COLOR_0 is added by _encode
+        visual = trimesh.visual.TextureVisuals(material=_diffuse_pbr_material(material_name))
+    elif mesh.vertex_colors is not None:
         rgb = _to_uint8(mesh.vertex_colors)
         visual = trimesh.visual.ColorVisuals(vertex_colors=np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1))
     else:
@@ -351,10 +386,11 @@ def _encode(tm, path: Path, vertex_colors=None) -> Dict[str, bytes]:
 def save_mesh(mesh: Mesh, path: PathLike, frame: str = "auto", overwrite: bool = True) -> Path:
     """Write ``mesh`` (in the sharpit world frame) to ``path``, atomically.
 
-    GLB/glTF store vertex colours as linear float ``COLOR_0`` or a texture as the PBR base-colour texture
-    (a ``.gltf`` is one self-contained file with embedded buffers); OBJ writes ``<stem>.mtl`` and
-    ``<stem>.png`` next to itself for a texture and stores vertex colours after the positions;
-    PLY stores vertex colours (a textured mesh cannot be written to PLY).
+    GLB/glTF store vertex colours as linear float ``COLOR_0`` or a texture as the PBR base-colour
+    texture, under a white, non-metallic material (a ``.gltf`` is one self-contained file with
+    embedded buffers); OBJ writes ``<stem>.mtl`` and ``<stem>.png`` next to itself for a texture
+    and stores vertex colours (sRGB, 8-bit) after the positions; PLY stores vertex colours (sRGB,
+    8-bit; a textured mesh cannot be written to PLY).
 
     Args:
         mesh: the mesh to write.

@@ -15,7 +15,8 @@ callback states or optimizer objects next to the tensors. :func:`load_checkpoint
   ``builtins.eval``, ...) becomes an inert :class:`Unresolved` placeholder. Its module is never
   imported and it is never called: "calling" it just records the arguments.
 
-The legacy non-zip format (PyTorch < 1.6) is refused with an explanation.
+The legacy non-zip format (PyTorch < 1.6) is read by ``weights_only=True`` alone: a legacy file it
+refuses raises :class:`~sharpit.errors.UnsupportedFormatError` with a conversion recipe.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
-from .errors import CorruptFileError
+from .errors import CorruptFileError, UnsupportedFormatError
 
 __all__ = ["load_checkpoint", "safe_unpickle_torch_zip", "Unresolved"]
 
@@ -40,6 +41,8 @@ _STORAGE_DTYPES = {
     "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128,
 }
+#: The opcode bytes of the magic number that opens a legacy (PyTorch < 1.6) ``torch.save`` file.
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[2:-1]
 _DTYPE_NAMES = {str(d).split(".")[-1]: d for d in (
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
     torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128)}
@@ -85,9 +88,19 @@ class _StorageTag:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> torch.Tensor:
+    """A view of ``storage``, after checking that it lies inside it: ``Tensor.set_`` would
+    otherwise grow a resizable (empty) storage to whatever size the file names."""
     if not isinstance(storage, torch.TypedStorage):
         raise pickle.UnpicklingError("a tensor refers to something that is not a storage")
-    return torch.empty((0,), dtype=storage.dtype).set_(storage._untyped_storage, storage_offset, size, stride)
+    offset, size, stride = int(storage_offset), tuple(map(int, size)), tuple(map(int, stride))
+    if len(size) != len(stride) or offset < 0 or min(size + stride, default=0) < 0:
+        raise pickle.UnpicklingError(f"a tensor has an invalid layout (offset {offset}, size {size}, stride {stride})")
+    if all(size):
+        end = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1
+        held = storage._untyped_storage.nbytes() // storage.dtype.itemsize
+        if end > held:
+            raise pickle.UnpicklingError(f"a tensor needs {end} elements of a storage that holds {held}")
+    return torch.empty((0,), dtype=storage.dtype).set_(storage._untyped_storage, offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad, *_ignored):
@@ -150,6 +163,13 @@ class _AllowListUnpickler(pickle.Unpickler):
         return torch.TypedStorage(wrap_storage=self._storages[key], dtype=dtype, _internal=True)
 
 
+def _is_legacy_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a pre-1.6 ``torch.save`` file, whose first pickle is the int
+    ``torch.serialization.MAGIC_NUMBER`` (compared as bytes, never unpickled)."""
+    with open(path, "rb") as f:
+        return _LEGACY_MAGIC in f.read(32)
+
+
 def safe_unpickle_torch_zip(path: "os.PathLike[str] | str") -> Tuple[Any, set]:
     """Read a ``torch.save`` zip file with the allow-list unpickler.
 
@@ -157,13 +177,19 @@ def safe_unpickle_torch_zip(path: "os.PathLike[str] | str") -> Tuple[Any, set]:
         ``(object, unresolved)``: the unpickled object (tensors real, foreign objects
         :class:`Unresolved`) and the set of ``"module.name"`` globals that were replaced.
     Raises:
-        CorruptFileError: not a torch zip file (or the legacy format), or a damaged one.
+        UnsupportedFormatError: the legacy (PyTorch < 1.6) format.
+        CorruptFileError: not a PyTorch checkpoint, or a damaged one.
     """
     path = Path(path)
     if not zipfile.is_zipfile(path):
-        raise CorruptFileError(path, "is not a PyTorch zip checkpoint (torch.save of PyTorch >= 1.6); a legacy "
-                                     "or damaged file cannot be read safely. Re-download it, or convert it once "
-                                     "to safetensors in an environment you trust")
+        if _is_legacy_torch_file(path):
+            raise UnsupportedFormatError(
+                path, "is in PyTorch's legacy (< 1.6) format and holds objects that torch.load(weights_only=True) "
+                      "refuses (or is damaged); sharpit reads such checkpoints without running code only in the zip "
+                      "format torch.save writes since PyTorch 1.6. Convert it once, in an environment you trust: "
+                      "torch.save(torch.load(path, weights_only=False), new_path)")
+        raise CorruptFileError(path, "is not a PyTorch checkpoint (neither torch.save's zip format nor its legacy "
+                                     "pickle format): it is damaged or of another kind; re-download it")
     try:
         with zipfile.ZipFile(path) as archive:
             pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
@@ -191,7 +217,8 @@ def load_checkpoint(path: "os.PathLike[str] | str") -> Any:
     foreign objects by :class:`Unresolved` placeholders.
 
     Raises:
-        CorruptFileError: the file is neither (a damaged download, a legacy pickle, not a checkpoint).
+        UnsupportedFormatError: a legacy (PyTorch < 1.6) file that ``weights_only=True`` refuses.
+        CorruptFileError: a damaged file, or not a PyTorch checkpoint at all.
     """
     path = Path(path)
     try:

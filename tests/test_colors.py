@@ -11,7 +11,7 @@ import trimesh
 from sharpit.colors import linear_to_srgb, srgb_to_linear
 from sharpit.mesh import Mesh
 from sharpit.mesh_io import load_mesh, save_mesh
-from sharpit.testing.meshes import colored_cube
+from sharpit.testing.meshes import colored_cube, textured_cube
 
 
 def _glb_parts(path):
@@ -66,17 +66,57 @@ def test_gltf_stores_linear_float_color_0_and_reads_back_srgb(tmp_path, ext, glt
         stored = _accessor(tree, buffer, prim["attributes"]["COLOR_0"])
         assert stored.dtype == np.float32
         assert np.allclose(stored, srgb_to_linear(mesh.vertex_colors).numpy(), atol=1e-7)
+        # A white, non-metallic material: without one a viewer uses glTF's fully metallic default.
+        pbr = tree["materials"][prim["material"]]["pbrMetallicRoughness"]
+        assert pbr["metallicFactor"] == 0.0 and pbr.get("baseColorFactor", [1] * 4) == [1.0] * 4
         report = gltf_validate(path)
         assert report["numErrors"] == 0, report["messages"]
     back = load_mesh(path, frame="sharpit")
-    # The darkest levels survive: 8-bit linear storage would turn 1/255 and 3/255 into 0.
-    assert torch.allclose(back.vertex_colors, mesh.vertex_colors, atol=0.5 / 255 + 1e-6)
+    # Float precision, darkest levels included: 8-bit linear storage would turn 1/255 and 3/255 into 0.
+    assert torch.allclose(back.vertex_colors, mesh.vertex_colors, atol=1e-5)
 
 
-def test_third_party_unsigned_short_and_byte_color_0_are_linear(tmp_path):
+def test_color_0_is_multiplied_by_the_material_factor(tmp_path):
+    """glTF 2.0, 3.9.2: COLOR_0 is a linear multiplier of the base colour (Blender's exporter
+    writes both a material and COLOR_0)."""
+    mesh = _dark_cube()
+    tree, buffer = _glb_parts(save_mesh(mesh, tmp_path / "cube.glb", frame="sharpit"))
+    prim = tree["meshes"][0]["primitives"][0]
+    factor = [0.5, 0.25, 1.0, 1.0]
+    tree["materials"][prim["material"]]["pbrMetallicRoughness"]["baseColorFactor"] = factor
+    _write_glb(tmp_path / "tinted.glb", tree, buffer)
+    got = load_mesh(tmp_path / "tinted.glb", frame="sharpit").vertex_colors
+    expect = linear_to_srgb(srgb_to_linear(mesh.vertex_colors) * torch.tensor(factor[:3]))
+    assert torch.allclose(got, expect, atol=1 / 255)     # trimesh keeps the factor as 8-bit
+
+
+def test_color_0_tinting_a_texture_is_dropped_with_a_warning(tmp_path):
+    mesh = textured_cube()
+    tree, buffer = _glb_parts(save_mesh(mesh, tmp_path / "cube.glb", frame="sharpit"))
+    prim = tree["meshes"][0]["primitives"][0]
+    count = tree["accessors"][prim["attributes"]["POSITION"]]["count"]
+    data = np.full((count, 3), 0.5, dtype="<f4").tobytes()
+    offset = len(buffer) + (-len(buffer)) % 4
+    buffer = buffer + b"\0" * (offset - len(buffer)) + data
+    tree["bufferViews"].append({"buffer": 0, "byteOffset": offset, "byteLength": len(data)})
+    tree["accessors"].append({"bufferView": len(tree["bufferViews"]) - 1, "componentType": 5126,
+                              "count": count, "type": "VEC3"})
+    prim["attributes"]["COLOR_0"] = len(tree["accessors"]) - 1
+    tree["buffers"][0]["byteLength"] = len(buffer) + (-len(buffer)) % 4
+    _write_glb(tmp_path / "tinted.glb", tree, buffer)
+    with pytest.warns(UserWarning, match="COLOR_0"):
+        got = load_mesh(tmp_path / "tinted.glb", frame="sharpit")
+    assert got.has_texture and got.vertex_colors is None
+    assert torch.allclose(got.texture, mesh.texture, atol=0.5 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("with_material", [True, False])
+def test_third_party_unsigned_short_and_byte_color_0_are_linear(tmp_path, with_material):
     mesh = _dark_cube()
     path = save_mesh(mesh, tmp_path / "cube.glb", frame="sharpit")
     tree, buffer = _glb_parts(path)
+    if not with_material:           # trimesh reads COLOR_0 of a primitive without material elsewhere
+        del tree["meshes"][0]["primitives"][0]["material"], tree["materials"]
     linear = srgb_to_linear(mesh.vertex_colors).numpy()
     for component, dtype, scale in ((5123, "<u2", 65535), (5121, "u1", 255)):
         data = np.round(linear * scale).astype(dtype).tobytes()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import torch.nn.functional as F
 from sharpit.cameras import default_distance, zero123plus_cameras
 from sharpit.errors import AssetNotFoundError, CheckpointError, CorruptFileError, InputError, WeightsNotFoundError
 from sharpit.reconstruct import InstantMeshReconstructor, TRIPLANE_TO_SHARPIT_SCALE, variant_config
-from sharpit.reconstruct.checkpoint import classic_vit_names, compare_keys
+from sharpit.reconstruct.checkpoint import classic_vit_names, compare_keys, read_vit_weights
 from sharpit.reconstruct.inputs import camera_vectors
 from sharpit.reconstruct.triplane import sample_planes
 from sharpit.testing.reconstruct import (TINY_RECONSTRUCTOR_CONFIG, manifest_state_dict,
@@ -36,7 +39,7 @@ def _manifest(name: str) -> dict:
 
 @pytest.mark.skipif(not MANIFEST_FILES, reason=f"no manifests folder at {MANIFESTS}")
 @pytest.mark.parametrize("manifest_path", MANIFEST_FILES, ids=lambda p: p.stem)
-def test_manifest_checkpoint_loads_with_no_missing_or_unexpected_keys(manifest_path, tmp_path):
+def test_manifest_checkpoint_loads_with_no_missing_or_unexpected_keys(manifest_path, tmp_path, monkeypatch):
     manifest = json.loads(manifest_path.read_text())
     variant = manifest["variant"]
     if variant.startswith("mesh_"):
@@ -55,9 +58,25 @@ def test_manifest_checkpoint_loads_with_no_missing_or_unexpected_keys(manifest_p
     assert report.missing == [] and report.unexpected == [] and report.mismatched == []
     assert sum(p.numel() for p in meta.parameters()) == manifest["num_params"]
 
-    # Values: a fake checkpoint in the released container, loaded through the real code path.
+    # Values: a fake checkpoint in the released container, loaded through the real code path. Next
+    # to the state dict sit what Lightning's ModelCheckpoint saves: hyper-parameters of a class
+    # (OmegaConf-like) from a package that is absent when the file is read, optimizer and callback
+    # states. torch.load(weights_only=True) refuses such a file; sharpit still takes its tensors.
     fake = manifest_state_dict(manifest, seed=1)
-    path = save_fake_checkpoint_from_manifest(manifest, tmp_path / f"instant_nerf_{size}.ckpt", seed=1)
+    omegaconf = types.ModuleType("_sharpit_absent_omegaconf")
+    omegaconf.DictConfig = type("DictConfig", (), {"__module__": omegaconf.__name__})
+    hyper_parameters = omegaconf.DictConfig()
+    hyper_parameters.__dict__.update(content={"lrm_generator_config": manifest["config"]})
+    path = tmp_path / f"instant_nerf_{size}.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, omegaconf.__name__, omegaconf)
+        save_instantmesh_checkpoint(fake, path, extras={
+            "hyper_parameters": hyper_parameters,
+            "optimizer_states": [{"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.zeros(3)}},
+                                  "param_groups": [{"lr": 4e-4, "params": [0]}]}],
+            "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_path": "last.ckpt"}}})
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
     model = InstantMeshReconstructor.from_instantmesh_checkpoint(path, variant=size)
     loaded = model.state_dict()
     assert set(loaded) == set(manifest["params"])
@@ -179,6 +198,18 @@ def test_init_encoder_rejects_a_vit_of_another_size(tmp_path):
         model.init_encoder_from_dino(_tiny_vit())
     with pytest.raises(WeightsNotFoundError):
         model.init_encoder_from_dino(tmp_path / "no_such_vit")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "pytorch_model.bin"])
+def test_unreadable_vit_weights_name_the_file_and_the_problem(tmp_path, name):
+    (tmp_path / name).write_bytes(b"not weights" * 10)
+    with pytest.raises(CorruptFileError, match=rf"{name}: .*re-download it"):
+        read_vit_weights(tmp_path)
+    (tmp_path / name).unlink()
+    if name.endswith(".bin"):                         # a readable pickle that is not a state dict
+        torch.save(torch.zeros(2), tmp_path / name)
+        with pytest.raises(CheckpointError, match="expected a dict of ViT tensors, found Tensor"):
+            read_vit_weights(tmp_path)
 
 
 def test_position_embeddings_are_interpolated_bicubically_with_dino_scale_factor():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sharpit.coarse.latents import load_latents
-from sharpit.errors import CorruptFileError
+from sharpit.errors import CorruptFileError, UnsupportedFormatError
 from sharpit.reconstruct import InstantMeshReconstructor
 from sharpit.safe_load import Unresolved, load_checkpoint, safe_unpickle_torch_zip
 from sharpit.testing.reconstruct import TINY_RECONSTRUCTOR_CONFIG, save_instantmesh_checkpoint, tiny_reconstructor
@@ -145,3 +145,38 @@ def test_cap3d_latent_is_read_through_the_safe_loader(tmp_path):
     torch.save(torch.randn(width), path)
     latents, _ = load_latents(path, width)
     assert latents.shape == (1, width)
+
+
+class _Layout:
+    """Pickles as a tensor of ``size`` over the storage of ``base``, whatever the storage holds."""
+
+    def __init__(self, base: torch.Tensor, size: tuple):
+        self.base, self.size = base, size
+
+    def __reduce__(self):
+        storage = torch.TypedStorage(wrap_storage=self.base.untyped_storage(), dtype=self.base.dtype, _internal=True)
+        return torch._utils._rebuild_tensor_v2, (storage, 0, self.size, (1,), False, collections.OrderedDict())
+
+
+@pytest.mark.parametrize("base,size", [(torch.arange(4.0), (1000,)), (torch.empty(0), (1 << 28,))],
+                         ids=["past-the-end", "empty-storage"])
+def test_tensor_outside_its_storage_is_corrupt(tmp_path, base, size):
+    """An empty storage is resizable: without a bounds check the file would get 1 GiB of
+    uninitialised memory."""
+    path = tmp_path / "layout.ckpt"
+    with foreign_module("_sharpit_absent_pkg.cfg") as mod:      # forces the allow-list reader
+        torch.save({"x": _Layout(base, size), "hp": mod.DictConfig({})}, path)
+    with pytest.raises(CorruptFileError, match="needs .* elements of a storage that holds"):
+        load_checkpoint(path)
+
+
+def test_legacy_format_with_foreign_objects_is_unsupported_not_corrupt(tmp_path):
+    path = tmp_path / "legacy.ckpt"
+    with foreign_module("_sharpit_absent_pkg.cfg") as mod:
+        torch.save({"state_dict": {"w": torch.ones(2)}, "hp": mod.DictConfig({})}, path,
+                   _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsupportedFormatError, match=r"legacy .*torch\.save\(torch\.load\(path, weights_only=False\)"):
+        load_checkpoint(path)
+    plain = tmp_path / "legacy_plain.ckpt"             # tensors only: torch's own reader takes it
+    torch.save({"w": torch.ones(2)}, plain, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint(plain)["w"], torch.ones(2))

@@ -175,7 +175,8 @@ def read_vit_weights(path_or_repo: "os.PathLike[str] | str") -> Tuple[Dict[str, 
 
     Raises:
         WeightsNotFoundError: nothing found locally and the hub is unreachable.
-        CorruptFileError: the weight file cannot be read.
+        CorruptFileError, UnsupportedFormatError, CheckpointError: the weight file cannot be read
+            (see :func:`sharpit.safe_load.load_checkpoint`) or holds no dict of tensors.
     """
     folder = Path(path_or_repo)
     candidates = [folder / f for f in _VIT_WEIGHT_FILES] if folder.is_dir() else []
@@ -195,13 +196,15 @@ def read_vit_weights(path_or_repo: "os.PathLike[str] | str") -> Tuple[Dict[str, 
     if file is None:
         raise WeightsNotFoundError(os.fspath(path_or_repo),
                                    f"(no {' or '.join(_VIT_WEIGHT_FILES)} in that folder)")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if file.suffix != ".safetensors":
+        sd = load_checkpoint(file)          # raises sharpit errors that say what is wrong with the file
+        if not isinstance(sd, Mapping):
+            raise CheckpointError(file, f"expected a dict of ViT tensors, found {type(sd).__name__}")
+        return classic_vit_names(sd), os.fspath(file)
+    from safetensors.torch import load_file
 
-            sd = load_file(os.fspath(file))
-        else:
-            sd = load_checkpoint(file)
+    try:
+        sd = load_file(os.fspath(file))
     except Exception as exc:  # any parse failure of a weight file means the file is unusable
-        raise CorruptFileError(file, f"cannot read ViT weights ({type(exc).__name__})") from exc
+        raise CorruptFileError(file, f"cannot read ViT weights ({type(exc).__name__}: {exc}); re-download it") from exc
     return classic_vit_names(sd), os.fspath(file)

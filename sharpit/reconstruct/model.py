@@ -101,7 +101,10 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
             The model in eval mode. Convert once with ``save_pretrained(dir)`` (safetensors) and
             later load with ``from_pretrained(dir)``.
         Raises:
-            CorruptFileError: the file cannot be read with ``weights_only=True``.
+            CorruptFileError: a damaged file, or not a PyTorch checkpoint.
+            UnsupportedFormatError: a legacy (PyTorch < 1.6) file holding more than tensors.
+                Lightning files with hyper-parameters, callbacks or optimizer state load: their
+                foreign objects become inert placeholders (:mod:`sharpit.safe_load`).
             CheckpointError: wrong variant or mismatched keys (names the file and the variant it
                 looks like).
             WeightsNotFoundError: a hub id that is not cached and cannot be downloaded.
