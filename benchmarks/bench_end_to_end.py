@@ -33,6 +33,7 @@ from bench_refine import DTYPES, build_pipeline as build_refiner  # noqa: E402
 from benchutil import peak_memory_bytes, sync  # noqa: E402
 
 from sharpit.cameras import zero123plus_cameras  # noqa: E402
+from sharpit.coarse import DEFAULT_COARSE_RENDER  # noqa: E402
 from sharpit.reconstruct import InstantMeshReconstructor  # noqa: E402
 from sharpit.render import render_views  # noqa: E402
 
@@ -85,8 +86,9 @@ def main(argv=None) -> int:
         latent = coarse.sample_latents([prompt], num_inference_steps=args.coarse_steps, generator=gen)
     with Stage(device, rows, f"coarse: to_mesh grid {args.coarse_grid_size}"):
         coarse_mesh = coarse.to_mesh(latent, grid_size=args.coarse_grid_size)
-    with Stage(device, rows, "render: six 320x320 views"):
-        views = render_views(coarse_mesh.to(device), zero123plus_cameras().to(device))
+    with Stage(device, rows, f"render: six 320x320 views ({DEFAULT_COARSE_RENDER.supersample}x supersampled)"):
+        views = render_views(coarse_mesh.to(device), zero123plus_cameras().to(device),
+                             supersample=DEFAULT_COARSE_RENDER.supersample)
     with Stage(device, rows, f"refine: {args.refine_steps} steps (CFG {args.guidance_scale})") as s_refine:
         refined = refiner(views, prompt, num_inference_steps=args.refine_steps, guidance_scale=args.guidance_scale,
                           generator=gen, output_type="pt").images

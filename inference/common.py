@@ -38,6 +38,7 @@ def tiny_cache_dir() -> Path:
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Output, model, device and refinement flags shared by both commands."""
+    from sharpit.coarse import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER
     from sharpit.pipeline import DEFAULT_MODELS
 
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per item in batches)")
@@ -51,6 +52,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=float, default=4.0, help="refiner CFG scale")
     parser.add_argument("--strength", type=float, default=1.0, help="SDEdit strength in (0, 1]")
     parser.add_argument("--coarse-grid-size", type=int, default=None, help="coarse marching-cubes grid (128)")
+    parser.add_argument("--coarse-render-mode", choices=COARSE_RENDER_MODES, default=DEFAULT_COARSE_RENDER.mode,
+                        help="render the coarse object's mesh, or its NeRF (Shap-E latents only), into the "
+                             f"refiner's input views ({DEFAULT_COARSE_RENDER.mode}, as training pairs)")
+    parser.add_argument("--coarse-supersample", type=int, default=DEFAULT_COARSE_RENDER.supersample,
+                        help="anti-aliasing of the coarse views: render N times larger and average; 1 = off "
+                             f"({DEFAULT_COARSE_RENDER.supersample})")
     parser.add_argument("--mesh-resolution", type=int, default=None, help="reconstruction grid (256)")
     parser.add_argument("--texture-size", type=int, default=None, help="texture map size (1024)")
     parser.add_argument("--face-budget", type=int, default=None,
@@ -75,6 +82,14 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     return args
+
+
+def coarse_render_options(args: argparse.Namespace):
+    """The :class:`~sharpit.coarse.CoarseRenderOptions` of ``--coarse-render-mode`` and
+    ``--coarse-supersample`` (InputError, exit code 2, for a bad value)."""
+    from sharpit.coarse import CoarseRenderOptions
+
+    return CoarseRenderOptions(mode=args.coarse_render_mode, supersample=args.coarse_supersample)
 
 
 def read_prompts(path: str) -> List[str]:

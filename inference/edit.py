@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import add_common_args, collect_prompts, fill_defaults, main_guard, plan_items, run_items
+from inference.common import (add_common_args, coarse_render_options, collect_prompts, fill_defaults, main_guard,
+                              plan_items, run_items)
 from sharpit.errors import AssetNotFoundError, UnsupportedFormatError
 
 
@@ -40,6 +41,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     if not is_latent and asset.suffix.lower() not in READ_FORMATS:
         raise UnsupportedFormatError(asset, f"not a mesh or latent file; mesh formats: {', '.join(READ_FORMATS)}, "
                                             "latents: .safetensors, .pt")
+    coarse_render = coarse_render_options(args)
+    coarse_render.check_source(has_latent=is_latent)  # before minutes of model loading
     prompts, batch = collect_prompts(args, "a golden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
 
@@ -47,7 +50,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return pipe.edit(
             str(asset), item.prompt, seed=item.seed, negative_prompt=args.negative_prompt,
             refine_steps=args.refine_steps, guidance_scale=args.guidance_scale, strength=args.strength,
-            coarse_grid_size=args.coarse_grid_size, mesh_resolution=args.mesh_resolution,
+            coarse_grid_size=args.coarse_grid_size, coarse_render=coarse_render,
+            mesh_resolution=args.mesh_resolution,
             textured=args.textured, texture_size=args.texture_size,
             face_budget=args.face_budget)
 

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import add_common_args, collect_prompts, fill_defaults, main_guard, plan_items, run_items
+from inference.common import (add_common_args, coarse_render_options, collect_prompts, fill_defaults, main_guard,
+                              plan_items, run_items)
 
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]] = None) -> int:
     args = fill_defaults(build_parser().parse_args(argv))
+    coarse_render = coarse_render_options(args)
     prompts, batch = collect_prompts(args, "a red wooden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
 
@@ -37,7 +39,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return pipe.generate(
             item.prompt, seed=item.seed, negative_prompt=args.negative_prompt,
             coarse_steps=args.coarse_steps, coarse_guidance_scale=args.coarse_guidance_scale,
-            coarse_grid_size=args.coarse_grid_size, refine_steps=args.refine_steps,
+            coarse_grid_size=args.coarse_grid_size, coarse_render=coarse_render, refine_steps=args.refine_steps,
             guidance_scale=args.guidance_scale, strength=args.strength,
             mesh_resolution=args.mesh_resolution, textured=args.textured, texture_size=args.texture_size,
             face_budget=args.face_budget)

@@ -2,7 +2,9 @@
 
 Stages (each one a component that can be used on its own):
     coarse       :class:`~sharpit.coarse.ShapEGenerator` (text -> Shap-E latent -> coarse mesh)
-    render       :func:`~sharpit.render.render_views` at the six Zero123++ v1.2 poses
+    render       the coarse object at the six Zero123++ v1.2 poses, as its mesh or (latents only)
+                 its NeRF, anti-aliased: :class:`~sharpit.coarse.CoarseRenderOptions`, the same
+                 setting that renders training pairs
     refine       :class:`~sharpit.refine.SharpItPipeline` (coarse grid + prompt -> sharp grid)
     reconstruct  :class:`~sharpit.reconstruct.InstantMeshReconstructor` (grid -> mesh)
 
@@ -26,6 +28,7 @@ from .cameras import zero123plus_cameras
 from .errors import AssetNotFoundError, InputError
 from .grid import tensor_to_pil
 from .mesh import Mesh, Similarity, normalize_mesh
+from .coarse.render_options import DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from .coarse.shap_e import SHAP_E_HUB_ID
 from .reconstruct.config import HUB_REPO as INSTANTMESH_HUB_REPO
 from .reconstruct.texture import DEFAULT_FACE_BUDGET
@@ -185,6 +188,29 @@ class SharpIt3DPipeline:
         return prompt
 
     @staticmethod
+    def _coarse_render(options: Optional[CoarseRenderOptions]) -> CoarseRenderOptions:
+        if options is None:
+            return DEFAULT_COARSE_RENDER
+        if not isinstance(options, CoarseRenderOptions):
+            raise InputError(f"coarse_render must be a sharpit.coarse.CoarseRenderOptions (or None for the "
+                             f"default), got {type(options).__name__}")
+        return options
+
+    def _render_coarse(self, coarse_mesh: Mesh, latent: Optional[torch.Tensor], options: CoarseRenderOptions,
+                       grid_size: int):
+        """The six coarse views (a :class:`~sharpit.render.MultiViewRender`, 320 px, white
+        background). "mesh" mode rasterises ``coarse_mesh`` (the STF mesh of ``latent`` at
+        ``grid_size`` when there is a latent), as :meth:`ShapEGenerator.render_views` does;
+        "nerf" mode volume-renders ``latent`` framed at ``grid_size``."""
+        from .render import render_views
+
+        if options.mode == "mesh":
+            return render_views(coarse_mesh.to(self.device), zero123plus_cameras().to(self.device),
+                                supersample=options.supersample)
+        return self.coarse.render_views(latent.to(self.device), mode=options.mode, grid_size=grid_size,
+                                        supersample=options.supersample)
+
+    @staticmethod
     def _seed(seed: Optional[int]) -> int:
         if seed is None:
             return secrets.randbelow(2 ** 31)
@@ -193,13 +219,13 @@ class SharpIt3DPipeline:
         return seed
 
     def _finish(self, prompt: str, coarse_mesh: Mesh, latent, seed: int, params: Dict, timings: Dict,
-                transform: Similarity, source: Optional[str], negative_prompt: Optional[str],
-                refine_steps: int, guidance_scale: float, strength: float, mesh_resolution: int,
-                textured: bool, texture_size: int, face_budget: int, progress: bool) -> SharpItResult:
-        from .render import render_views
-
-        with self._stage("render", timings):
-            coarse_views = render_views(coarse_mesh.to(self.device), zero123plus_cameras().to(self.device))
+                transform: Similarity, source: Optional[str], coarse_render: CoarseRenderOptions,
+                coarse_grid_size: int, negative_prompt: Optional[str], refine_steps: int,
+                guidance_scale: float, strength: float, mesh_resolution: int, textured: bool,
+                texture_size: int, face_budget: int, progress: bool) -> SharpItResult:
+        nerf = coarse_render.mode == "nerf"
+        with self._stage("render", timings, self.coarse if nerf else None):
+            coarse_views = self._render_coarse(coarse_mesh, latent, coarse_render, coarse_grid_size)
         with self._stage("refine", timings, self.refiner):
             self.refiner.set_progress_bar_config(disable=not progress)
             refined = self.refiner(coarse_views, prompt, negative_prompt=negative_prompt,
@@ -211,7 +237,8 @@ class SharpIt3DPipeline:
                                                   texture=textured, texture_size=texture_size,
                                                   face_budget=face_budget)
         timings["total"] = sum(timings.values())
-        params.update(negative_prompt=negative_prompt, refine_steps=refine_steps,
+        params.update(coarse_grid_size=coarse_grid_size, coarse_render=coarse_render.to_dict(),
+                      negative_prompt=negative_prompt, refine_steps=refine_steps,
                       refine_guidance_scale=guidance_scale, strength=strength,
                       mesh_resolution=mesh_resolution, textured=textured,
                       texture_size=texture_size if textured else None,
@@ -226,9 +253,10 @@ class SharpIt3DPipeline:
     # -- public API ----------------------------------------------------------------------
     def generate(self, prompt: str, seed: Optional[int] = None, negative_prompt: Optional[str] = None,
                  coarse_steps: int = 64, coarse_guidance_scale: float = 15.0, coarse_grid_size: int = 128,
-                 refine_steps: int = 75, guidance_scale: float = 4.0, strength: float = 1.0,
-                 mesh_resolution: int = 256, textured: bool = False, texture_size: int = 1024,
-                 face_budget: int = DEFAULT_FACE_BUDGET, progress: bool = True) -> SharpItResult:
+                 coarse_render: Optional[CoarseRenderOptions] = None, refine_steps: int = 75,
+                 guidance_scale: float = 4.0, strength: float = 1.0, mesh_resolution: int = 256,
+                 textured: bool = False, texture_size: int = 1024, face_budget: int = DEFAULT_FACE_BUDGET,
+                 progress: bool = True) -> SharpItResult:
         """Text to a detailed mesh.
 
         Args:
@@ -236,6 +264,9 @@ class SharpIt3DPipeline:
             seed: seeds every stage (a random one is drawn and recorded when None).
             coarse_steps, coarse_guidance_scale: Shap-E sampling (official: 64 steps, CFG 15).
             coarse_grid_size: marching-cubes grid of the coarse mesh.
+            coarse_render: how the coarse object becomes the refiner's input views (mesh or NeRF,
+                anti-aliasing); None uses :data:`~sharpit.coarse.DEFAULT_COARSE_RENDER`, the
+                setting training pairs are rendered with.
             refine_steps, guidance_scale, strength: the refiner's steps, CFG scale and SDEdit
                 strength in (0, 1] (1 starts from pure noise).
             mesh_resolution: the reconstructor's density grid (256 as InstantMesh).
@@ -244,6 +275,7 @@ class SharpIt3DPipeline:
             A :class:`~sharpit.result.SharpItResult` in the sharpit world frame (v1.2 scale).
         """
         prompt = self._check_prompt(prompt)
+        coarse_render = self._coarse_render(coarse_render)
         if self.coarse is None:
             raise InputError("this pipeline was loaded without Shap-E (shap_e=None); "
                              "load it with a Shap-E model to generate from text, or use edit()")
@@ -255,17 +287,18 @@ class SharpIt3DPipeline:
                                                 num_inference_steps=coarse_steps,
                                                 generator=self._generator(seed, 0))
             coarse_mesh = self.coarse.to_mesh(latent, grid_size=coarse_grid_size)
-        params = {"mode": "generate", "coarse_steps": coarse_steps,
-                  "coarse_guidance_scale": coarse_guidance_scale, "coarse_grid_size": coarse_grid_size}
+        params = {"mode": "generate", "coarse_steps": coarse_steps, "coarse_guidance_scale": coarse_guidance_scale}
         return self._finish(prompt, coarse_mesh, latent, seed, params, timings, Similarity.identity(),
-                            None, negative_prompt, refine_steps, guidance_scale, strength,
-                            mesh_resolution, textured, texture_size, face_budget, progress)
+                            None, coarse_render, coarse_grid_size, negative_prompt, refine_steps,
+                            guidance_scale, strength, mesh_resolution, textured, texture_size, face_budget,
+                            progress)
 
     def edit(self, asset: Union[str, os.PathLike, Mesh, torch.Tensor], prompt: str,
              seed: Optional[int] = None, negative_prompt: Optional[str] = None,
              refine_steps: int = 75, guidance_scale: float = 4.0, strength: float = 1.0,
-             coarse_grid_size: int = 128, mesh_resolution: int = 256, textured: bool = False,
-             texture_size: int = 1024, face_budget: int = DEFAULT_FACE_BUDGET, progress: bool = True) -> SharpItResult:
+             coarse_grid_size: int = 128, coarse_render: Optional[CoarseRenderOptions] = None,
+             mesh_resolution: int = 256, textured: bool = False, texture_size: int = 1024,
+             face_budget: int = DEFAULT_FACE_BUDGET, progress: bool = True) -> SharpItResult:
         """Re-dress an existing rough asset with a new prompt (appearance editing).
 
         Args:
@@ -274,11 +307,19 @@ class SharpIt3DPipeline:
                 ``.pt``), or a latent tensor.
             prompt: the new description.
             strength: SDEdit strength in (0, 1]; below 1 keeps more of the coarse appearance.
+            coarse_grid_size: marching-cubes grid of a latent's coarse mesh (unused for meshes).
+            coarse_render: how the coarse object becomes the refiner's input views; None uses
+                :data:`~sharpit.coarse.DEFAULT_COARSE_RENDER`. Mode "nerf" needs a latent asset.
         Returns:
             A :class:`~sharpit.result.SharpItResult` whose meshes are in the asset's original frame
             and size (for latents: the sharpit world frame, v1.2 scale).
+        Raises:
+            InputError: among others, ``coarse_render`` mode "nerf" with a mesh asset (a mesh has no
+                NeRF to render; nothing falls back silently).
         """
         prompt = self._check_prompt(prompt)
+        coarse_render = self._coarse_render(coarse_render)
+        coarse_render.check_source(has_latent=self._is_latent(asset))
         seed = self._seed(seed)
         timings: Dict[str, float] = {}
         latent, source = None, None
@@ -291,10 +332,10 @@ class SharpIt3DPipeline:
                 mesh, source = self._load_mesh(asset)
                 coarse_mesh, to_unit = normalize_mesh(mesh)
                 transform = to_unit.inverse()
-        params = {"mode": "edit", "coarse_grid_size": coarse_grid_size}
+        params = {"mode": "edit"}
         return self._finish(prompt, coarse_mesh, latent, seed, params, timings, transform, source,
-                            negative_prompt, refine_steps, guidance_scale, strength, mesh_resolution,
-                            textured, texture_size, face_budget, progress)
+                            coarse_render, coarse_grid_size, negative_prompt, refine_steps, guidance_scale,
+                            strength, mesh_resolution, textured, texture_size, face_budget, progress)
 
     # -- asset loading -------------------------------------------------------------------
     def _is_latent(self, asset) -> bool:

@@ -39,7 +39,9 @@ def test_generate_tiny_smoke(tmp_path):
     proc = run(["--prompt", "a chair", "--out", str(out), *FAST], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (out / "mesh.glb").stat().st_size > 0
-    assert json.loads((out / "metadata.json").read_text())["prompt"] == "a chair"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["prompt"] == "a chair"
+    assert meta["parameters"]["coarse_render"] == {"mode": "mesh", "supersample": 2}  # the shared default
     again = run(["--prompt", "a chair", "--out", str(out), *FAST], tmp_path)
     assert_clean_error(again, 2, "already holds a result", "--overwrite")
 
@@ -71,6 +73,21 @@ def test_cli_errors(tmp_path):
     assert_clean_error(run(["--prompt", "a chair", "--out", str(blocker / "sub"), *FAST], tmp_path),
                        2, "a_file")
     assert_clean_error(run(["--prompt", "  ", "--out", str(tmp_path / "o"), "--tiny"], tmp_path), 2, "empty")
+
+
+def test_bad_coarse_render_flags_fail_before_loading_models(tmp_path, capsys):
+    from inference import edit, generate
+
+    assert generate.main(["--prompt", "a chair", "--out", str(tmp_path / "o"), "--coarse-supersample", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "supersample" in err and ">= 1" in err and len(err.splitlines()) == 1
+    mesh = tmp_path / "cube.obj"
+    save_mesh(colored_cube(), mesh)
+    assert edit.main(["--asset", str(mesh), "--prompt", "x", "--out", str(tmp_path / "o"),
+                      "--coarse-render-mode", "nerf"]) == 2
+    err = capsys.readouterr().err
+    assert "'nerf'" in err and "mesh asset" in err and "--coarse-render-mode mesh" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_weights_offline_exit_code(tmp_path):

@@ -197,7 +197,7 @@ def test_render_six_views(gen, latent, mode):
     torch.manual_seed(7)
     state = torch.random.get_rng_state()
     out = gen.render_views(latent, mode=mode, grid_size=24, n_coarse_samples=2, n_fine_samples=2,
-                           ray_batch_size=65536)
+                           ray_batch_size=65536, supersample=1)  # anti-aliasing: test_render_supersampling
     assert torch.equal(torch.random.get_rng_state(), state)  # diffusers' sampler reseeds; we restore
     assert out.images.shape == (6, 3, 320, 320) and out.alpha.shape == (6, 1, 320, 320)
     assert bool(((out.images >= 0) & (out.images <= 1)).all())
@@ -208,6 +208,33 @@ def test_render_six_views(gen, latent, mode):
     assert depth.min().item() > 1.866 - 0.5 - 1e-3 and depth.max().item() < 1.866 + 0.5 + 1e-3
     assert out.grid().shape == (3, 960, 640)
     assert torch.equal(out.cameras.c2w, zero123plus_cameras().c2w)
+
+
+def test_render_supersampling(gen, latent):
+    """Supersampling is a box filter over a render ``supersample`` times larger, in both modes,
+    and both default to the shared :data:`DEFAULT_COARSE_RENDER` (2x)."""
+    import torch.nn.functional as F
+
+    from sharpit.coarse import DEFAULT_COARSE_RENDER
+    from sharpit.render import render_views
+
+    assert DEFAULT_COARSE_RENDER.supersample == 2 and DEFAULT_COARSE_RENDER.mode == "mesh"
+    nerf = dict(mode="nerf", grid_size=24, n_coarse_samples=2, n_fine_samples=2, ray_batch_size=65536)
+    small = gen.render_views(latent, size=16, supersample=2, **nerf)
+    big = gen.render_views(latent, size=32, supersample=1, **nerf)   # the same rays, one per sub-pixel
+    assert torch.allclose(small.images, F.avg_pool2d(big.images, 2), atol=1e-6)
+    assert torch.allclose(small.alpha, F.avg_pool2d(big.alpha, 2), atol=1e-6)
+    weighted = F.avg_pool2d(big.depth * big.alpha, 2) / small.alpha.clamp_min(1e-12)
+    covered = small.alpha > 1e-3
+    assert covered.any() and torch.allclose(small.depth[covered], weighted[covered], rtol=1e-4)
+
+    default = gen.render_views(latent, size=16, grid_size=24)
+    expected = render_views(gen.to_mesh(latent, 24), size=16, supersample=2)
+    assert torch.equal(default.images, expected.images) and torch.equal(default.alpha, expected.alpha)
+    edge = (default.alpha > 0) & (default.alpha < 1)
+    assert edge.any()  # anti-aliased silhouettes: fractional coverage
+    with pytest.raises(InputError, match="supersample"):
+        gen.render_views(latent, size=16, supersample=0)
 
 
 def test_nerf_cameras_follow_the_framing(gen, latent):

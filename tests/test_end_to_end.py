@@ -7,6 +7,7 @@ import torch
 import trimesh
 
 from sharpit import InputError, OutputExistsError, SharpIt3DPipeline
+from sharpit.coarse import DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from sharpit.mesh import Similarity
 from sharpit.mesh_io import load_mesh, save_mesh
 from sharpit.testing.meshes import colored_cube
@@ -32,9 +33,10 @@ def test_generate_saves_a_valid_glb_and_complete_metadata(generated, tmp_path, g
     assert len(loaded.faces) > 0 and len(loaded.vertices) > 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["prompt"] == "a red chair" and meta["seed"] == 3
-    for key in ("coarse_steps", "coarse_guidance_scale", "refine_steps", "refine_guidance_scale",
+    for key in ("coarse_steps", "coarse_guidance_scale", "coarse_grid_size", "refine_steps", "refine_guidance_scale",
                 "strength", "mesh_resolution", "negative_prompt", "textured"):
         assert key in meta["parameters"], key
+    assert meta["parameters"]["coarse_render"] == {"mode": "mesh", "supersample": 2} == DEFAULT_COARSE_RENDER.to_dict()
     assert set(meta["models"]) >= {"shap_e", "zero123plus", "sharpit_unet", "instantmesh"}
     assert set(meta["versions"]) >= {"sharpit", "torch", "diffusers", "transformers"}
     assert set(meta["timings_s"]) >= {"coarse", "render", "refine", "reconstruct", "total"}
@@ -93,6 +95,39 @@ def test_edit_of_a_saved_latent(pipe, generated, tmp_path):
     result = pipe.edit(out / "latent.safetensors", "a green chair", seed=1, **TINY_STEPS)
     assert torch.equal(result.latent, generated.latent)
     assert result.mesh.num_faces > 0
+
+
+def test_coarse_views_are_anti_aliased_mesh_renders_by_default(pipe, generated):
+    from sharpit.grid import pil_to_tensor
+    from sharpit.render import render_views
+
+    expected = render_views(generated.coarse_mesh, supersample=DEFAULT_COARSE_RENDER.supersample).grid()
+    assert (pil_to_tensor(generated.coarse_grid) - expected).abs().max() <= 1 / 255 + 1e-6  # 8-bit grid
+
+
+def test_nerf_coarse_views_of_a_latent(pipe, generated, monkeypatch):
+    calls = []
+    real = pipe.coarse.render_views
+
+    def cheap_render(latents, **kwargs):   # the real NeRF path with few samples per ray, recorded
+        calls.append(kwargs)
+        return real(latents, n_coarse_samples=1, n_fine_samples=1, ray_batch_size=1 << 20, **kwargs)
+
+    monkeypatch.setattr(pipe.coarse, "render_views", cheap_render)
+    options = CoarseRenderOptions(mode="nerf", supersample=1)
+    result = pipe.edit(generated.latent, "a green chair", seed=1, coarse_render=options, **TINY_STEPS)
+    assert calls == [dict(mode="nerf", grid_size=TINY_STEPS["coarse_grid_size"], supersample=1)]
+    assert result.parameters["coarse_render"] == {"mode": "nerf", "supersample": 1}
+    assert list(result.coarse_grid.getdata()) != list(generated.coarse_grid.getdata())
+
+
+def test_nerf_coarse_views_need_a_latent(pipe, tmp_path):
+    asset = tmp_path / "cube.glb"
+    save_mesh(colored_cube(), asset)
+    with pytest.raises(InputError, match="'nerf'.*mesh asset"):
+        pipe.edit(asset, "a cube", coarse_render=CoarseRenderOptions(mode="nerf"), **TINY_STEPS)
+    with pytest.raises(InputError, match="CoarseRenderOptions"):
+        pipe.generate("a chair", coarse_render="nerf", **TINY_STEPS)
 
 
 @pytest.mark.parametrize("prompt", ["", "   ", None, 3])

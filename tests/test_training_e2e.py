@@ -90,6 +90,26 @@ def test_prepare_pairs_cli_reports_bad_input_in_one_line(workdir, tmp_path, caps
     assert code == 2 and "asset folder not found" in err and len(err.splitlines()) == 1
 
 
+def test_coarse_grids_use_the_inference_render_default(workdir, pairs, tmp_path, capsys):
+    from sharpit.coarse import ShapEGenerator, load_latents
+    from training.prepare_pairs import build_parser
+
+    gen = ShapEGenerator.from_pretrained(workdir / "shap-e", device="cpu")
+    latent, _ = load_latents(next((workdir / "latents").glob("ball.*")), width=gen.latent_width)
+    expected = gen.render_views(latent, size=TILE, grid_size=24).grid()   # the default, as inference renders
+    dataset = PairDataset(pairs)
+    coarse = dataset[[e.object_id for e in dataset.entries].index("ball")]["coarse"]
+    assert (coarse - expected).abs().max() <= 1 / 255 + 1e-6   # stored as 8-bit PNG
+    args = build_parser().parse_args(["--assets", "a", "--captions", "c", "--latents", "l", "--output", "o"])
+    assert (args.coarse_mode, args.coarse_supersample) == ("mesh", 2)
+    capsys.readouterr()   # drop the weight-loading progress bars
+    code = prepare_main(["--assets", str(workdir / "assets"), "--captions", str(workdir / "captions.csv"),
+                         "--latents", str(workdir / "latents"), "--output", str(tmp_path / "out"),
+                         "--shap_e", str(workdir / "shap-e"), "--coarse_supersample", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "supersample" in err and len(err.splitlines()) == 1
+
+
 def _config(workdir, pairs, out, **kw):
     base = dict(pretrained_model=str(workdir / "zero123plus"), train_data=str(pairs), output_dir=str(out),
                 max_train_steps=20, train_batch_size=3, checkpointing_steps=10, validation_steps=1000,

@@ -13,7 +13,10 @@ object id, as in Objaverse's ``glbs/000-023/<uid>.glb``):
 * target grid: the asset rendered at the six Zero123++ v1.2 poses, by sharpit's renderer or by
   Blender (``--renderer blender``, several lightings);
 * coarse grid: the asset's Shap-E latent (``<id>.pt`` Cap3D-style or ``<id>.safetensors``
-  written by sharpit, anywhere under ``--latents``) decoded and rendered at the same poses;
+  written by sharpit, anywhere under ``--latents``) decoded and rendered at the same poses with
+  :class:`sharpit.coarse.CoarseRenderOptions` (``--coarse_mode``, ``--coarse_supersample``), whose
+  default is the one inference uses, so the refiner sees at inference the kind of grid it was
+  trained on;
 * caption from the CSV (``uid,caption`` rows with or without a header); a missing caption is
   a warning and becomes "".
 
@@ -35,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sharpit.cameras import VIEW_SIZE
+from sharpit.coarse.render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from sharpit.coarse.shap_e import SHAP_E_HUB_ID
 from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError, SharpItError
 
@@ -106,18 +110,20 @@ class PrepareSummary:
     failed: int
 
 
-def _coarse_grid(generator, latent_path: Path, tile_size: int, mode: str, grid_size: int) -> torch.Tensor:
+def _coarse_grid(generator, latent_path: Path, tile_size: int, options: CoarseRenderOptions,
+                 grid_size: int) -> torch.Tensor:
     from sharpit.coarse import load_latents
 
     latents, _ = load_latents(latent_path, width=generator.latent_width)
-    return generator.render_views(latents[:1].to(generator.device), size=tile_size, mode=mode,
-                                  grid_size=grid_size).grid().cpu()
+    return generator.render_views(latents[:1].to(generator.device), size=tile_size, mode=options.mode,
+                                  supersample=options.supersample, grid_size=grid_size).grid().cpu()
 
 
 def prepare_pairs(assets, captions, latents, output, shap_e: str, renderer: str = "sharpit",
                   tile_size: int = VIEW_SIZE, shading: str = "lambertian", lightings: Sequence[str] = (),
-                  blender_samples: int = 64, coarse_mode: str = "mesh", shap_e_grid_size: int = 128,
-                  samples_per_shard: int = 1000, limit: Optional[int] = None, device: str = "auto") -> PrepareSummary:
+                  blender_samples: int = 64, coarse_render: Optional[CoarseRenderOptions] = None,
+                  shap_e_grid_size: int = 128, samples_per_shard: int = 1000, limit: Optional[int] = None,
+                  device: str = "auto") -> PrepareSummary:
     """Write the pairs of this process's share of ``assets`` to ``output`` (see the module docstring).
 
     Under ``torchrun``/``accelerate launch`` the sorted asset list is split between processes
@@ -128,7 +134,9 @@ def prepare_pairs(assets, captions, latents, output, shap_e: str, renderer: str 
         shap_e: Shap-E folder or hub id (``ShapEGenerator.from_pretrained``) used to decode latents.
         renderer: ``"sharpit"`` (``shading``: unlit|lambertian) or ``"blender"`` (``lightings``).
         tile_size: side of each view; 320 for real training, small for tests.
-        coarse_mode: ``"mesh"`` or ``"nerf"`` rendering of the latent; ``shap_e_grid_size`` its grid.
+        coarse_render: how latents are rendered into coarse grids (mesh or NeRF, anti-aliasing);
+            None uses :data:`sharpit.coarse.DEFAULT_COARSE_RENDER`, the inference default.
+        shap_e_grid_size: marching-cubes grid of the latents (it also fixes their framing).
         limit: process at most this many assets (before splitting), for trial runs.
     """
     from accelerate import PartialState
@@ -140,6 +148,10 @@ def prepare_pairs(assets, captions, latents, output, shap_e: str, renderer: str 
         raise ConfigError(f"tile_size must be a positive multiple of 8, got {tile_size}")
     if renderer not in ("sharpit", "blender"):
         raise ConfigError(f"renderer must be 'sharpit' or 'blender', got {renderer!r}")
+    coarse_render = DEFAULT_COARSE_RENDER if coarse_render is None else coarse_render
+    if not isinstance(coarse_render, CoarseRenderOptions):
+        raise ConfigError(f"coarse_render must be a sharpit.coarse.CoarseRenderOptions, got "
+                          f"{type(coarse_render).__name__}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     state = PartialState(cpu=device == "cpu")
     render_target = (BlenderTargetRenderer(lightings or tuple(BLENDER_LIGHTINGS), blender_samples)
@@ -164,7 +176,7 @@ def prepare_pairs(assets, captions, latents, output, shap_e: str, renderer: str 
                     raise AssetNotFoundError(Path(latents) / f"{oid}.pt", "no Shap-E latent for this object "
                                                                           "(.pt or .safetensors)")
                 target = render_target(load_mesh(path), tile_size, oid).cpu()
-                coarse = _coarse_grid(generator, latent_of[oid], tile_size, coarse_mode, shap_e_grid_size)
+                coarse = _coarse_grid(generator, latent_of[oid], tile_size, coarse_render, shap_e_grid_size)
                 writer.add(oid, caption_of.get(oid, ""), target, coarse, tile_size)
             except Exception as exc:  # noqa: BLE001 - one broken asset must never stop a 180k-object run
                 failed += 1
@@ -189,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="blender renderer: comma-separated presets or .hdr/.exr files, one picked per object")
     parser.add_argument("--blender_samples", type=int, default=64, help="Cycles samples per pixel")
     parser.add_argument("--tile_size", type=int, default=VIEW_SIZE, help="side of each of the six views")
-    parser.add_argument("--coarse_mode", choices=("mesh", "nerf"), default="mesh")
+    parser.add_argument("--coarse_mode", choices=COARSE_RENDER_MODES, default=DEFAULT_COARSE_RENDER.mode,
+                        help="render each latent's mesh or its NeRF as the coarse grid (keep the inference default)")
+    parser.add_argument("--coarse_supersample", type=int, default=DEFAULT_COARSE_RENDER.supersample,
+                        help="anti-aliasing of the coarse grid: render N times larger and average; 1 = off")
     parser.add_argument("--shap_e_grid_size", type=int, default=128, help="marching-cubes grid of the latent")
     parser.add_argument("--samples_per_shard", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=None, help="only the first N assets (trial runs)")
@@ -202,10 +217,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        summary = prepare_pairs(args.assets, args.captions, args.latents, args.output, args.shap_e, args.renderer,
-                                args.tile_size, args.shading, [s for s in args.lightings.split(",") if s],
-                                args.blender_samples, args.coarse_mode, args.shap_e_grid_size,
-                                args.samples_per_shard, args.limit, args.device)
+        coarse_render = CoarseRenderOptions(mode=args.coarse_mode, supersample=args.coarse_supersample)
+        summary = prepare_pairs(args.assets, args.captions, args.latents, args.output, args.shap_e,
+                                renderer=args.renderer, tile_size=args.tile_size, shading=args.shading,
+                                lightings=[s for s in args.lightings.split(",") if s],
+                                blender_samples=args.blender_samples, coarse_render=coarse_render,
+                                shap_e_grid_size=args.shap_e_grid_size, samples_per_shard=args.samples_per_shard,
+                                limit=args.limit, device=args.device)
     except SharpItError as exc:
         print(f"prepare_pairs: error: {exc}", file=sys.stderr)
         return 2

@@ -32,6 +32,11 @@ BLENDER_LIGHTINGS = {
 }
 
 
+#: Name of the vertex-colour attribute handed to Blender. Not "color": Cycles renders an attribute
+#: of that name black; "Col" (Blender's own default name) works.
+_BLENDER_COLOR_ATTRIBUTE = "Col"
+
+
 def pick_lighting(object_id: str, lightings: Sequence[str]) -> str:
     """The lighting of ``object_id``: a stable choice (CRC32 of the id) among ``lightings``."""
     return lightings[zlib.crc32(object_id.encode("utf-8")) % len(lightings)]
@@ -52,8 +57,10 @@ class SharpItTargetRenderer:
 
 
 class BlenderTargetRenderer:
-    """Targets rendered by Blender's Cycles through the ``bpy`` package (untested in CI: bpy is an
-    optional ~370 MB dependency, ``pip install bpy`` on Python 3.11).
+    """Targets rendered by Blender's Cycles through the ``bpy`` package (the optional ``blender``
+    extra, ~370 MB, Python 3.11, Blender >= 4.1; ``tests/test_blender_renderer.py`` runs it when
+    ``bpy`` imports). Meshes are smooth-shaded with their vertex colours or texture as the albedo
+    (see :meth:`_blender_mesh`).
 
     Args:
         lightings: preset names from :data:`BLENDER_LIGHTINGS` or environment-map paths; each
@@ -113,8 +120,22 @@ class BlenderTargetRenderer:
 
     @staticmethod
     def _blender_mesh(bpy, mesh: Mesh):
+        """The Blender mesh datablock of ``mesh``, smooth-shaded, with its albedo material.
+
+        Shading: every face is smooth (normals interpolated from the vertices, ``shade_smooth``,
+        Blender >= 4.1), as :func:`sharpit.render.render_views` shades. A :class:`Mesh` has no
+        normals, but :func:`~sharpit.mesh_io.load_mesh` never merges vertices, so an asset's hard
+        edges (stored as split vertices, as glTF requires for distinct normals) stay hard, while
+        curved surfaces lose the faceting that flat shading gives them. Smoothing by angle was
+        rejected: it would facet smooth low-poly surfaces (an 8-sided cylinder's 45 degree steps).
+
+        Colours: a texture through the UV layer "UV", else the vertex colours as a point-domain
+        colour attribute named :data:`_BLENDER_COLOR_ATTRIBUTE` (linear, as Blender stores float
+        colours), read by a Color Attribute node; Cycles renders an attribute named "color" black.
+        """
         data = bpy.data.meshes.new("asset")
         data.from_pydata(mesh.vertices.tolist(), [], mesh.faces.tolist())
+        data.shade_smooth()
         data.update()
         material = bpy.data.materials.new("asset")
         material.use_nodes = True
@@ -132,11 +153,11 @@ class BlenderTargetRenderer:
             tex.image = image
             links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
         elif mesh.vertex_colors is not None:
-            attr = data.color_attributes.new("color", "FLOAT_COLOR", "POINT")
+            attr = data.color_attributes.new(_BLENDER_COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
             linear = srgb_to_linear(mesh.vertex_colors)
             attr.data.foreach_set("color", torch.cat([linear, torch.ones(len(linear), 1)], -1).reshape(-1).tolist())
             node = nodes.new("ShaderNodeVertexColor")
-            node.layer_name = "color"
+            node.layer_name = attr.name
             links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
         data.materials.append(material)
         return data

@@ -36,8 +36,6 @@ __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID"]
 #: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
 SHAP_E_HUB_ID = "openai/shap-e"
 
-_RENDER_MODES = ("mesh", "nerf")
-
 
 class ShapEGenerator:
     """Shap-E text-to-3D on diffusers components.
@@ -289,10 +287,14 @@ class ShapEGenerator:
         return frame_mesh(mesh)[1]
 
     def render_views(self, latents: torch.Tensor, cameras: Optional[CameraBatch] = None,
-                     size: int = VIEW_SIZE, mode: str = "mesh", grid_size: int = 128,
+                     size: int = VIEW_SIZE, mode: Optional[str] = None, grid_size: int = 128,
                      n_coarse_samples: int = 64, n_fine_samples: int = 128, ray_batch_size: int = 4096,
-                     background: float = 1.0):
+                     background: float = 1.0, supersample: Optional[int] = None):
         """Render one latent from ``cameras`` (default: the six Zero123++ v1.2 views).
+
+        ``mode`` and ``supersample`` default to the shared
+        :data:`~sharpit.coarse.DEFAULT_COARSE_RENDER` (mesh, 2x), the setting the pipeline and
+        ``training/prepare_pairs.py`` use too (see :mod:`sharpit.coarse.render_options`).
 
         Args:
             latents: (W,) or (1, W).
@@ -304,24 +306,38 @@ class ShapEGenerator:
                 per ray, over the renderer's background (white for ``openai/shap-e``).
             grid_size: the grid that fixes the framing (and the mesh in "mesh" mode).
             background: grey level of the background in "mesh" mode.
+            supersample: anti-aliasing: render at ``supersample * size`` and average each
+                ``supersample x supersample`` block (in "nerf" mode that many rays per pixel;
+                depth is averaged weighted by opacity); 1 disables it.
         Returns:
             a :class:`sharpit.render.MultiViewRender`: images (N, 3, size, size) in [0, 1],
             alpha, depth (along each viewing axis) and, in "mesh" mode, normals ("nerf" mode has no
             surface normals: zeros).
+        Raises:
+            InputError: an unknown mode, a bad supersample or size, or a bad latent.
         """
-        from ..render import MultiViewRender, render_views
+        import torch.nn.functional as F
 
-        if mode not in _RENDER_MODES:
-            raise InputError(f"mode must be one of {_RENDER_MODES}, got {mode!r}")
+        from ..render import MultiViewRender, render_views
+        from .render_options import DEFAULT_COARSE_RENDER, CoarseRenderOptions
+
+        options = CoarseRenderOptions(mode=DEFAULT_COARSE_RENDER.mode if mode is None else mode,
+                                      supersample=DEFAULT_COARSE_RENDER.supersample if supersample is None
+                                      else supersample)
         if int(size) < 1:
             raise InputError(f"size must be >= 1, got {size}")
         cameras = cameras if cameras is not None else zero123plus_cameras()
-        if mode == "mesh":
+        if options.mode == "mesh":
             mesh = self.to_mesh(latents, grid_size)
-            return render_views(mesh.to(self.renderer.device), cameras, size=int(size), background=background)
+            return render_views(mesh.to(self.renderer.device), cameras, size=int(size), background=background,
+                                supersample=options.supersample)
         framing = self.framing(latents, grid_size)   # loads the latent into the renderer's MLP
-        images, alpha, depth = render_latent_nerf(self.renderer, cameras, framing, int(size), n_coarse_samples,
+        s = options.supersample
+        images, alpha, depth = render_latent_nerf(self.renderer, cameras, framing, int(size) * s, n_coarse_samples,
                                                   n_fine_samples, ray_batch_size)
+        if s > 1:
+            images, alpha, depth_sum = (F.avg_pool2d(t, s) for t in (images, alpha, depth * alpha))
+            depth = torch.where(alpha > 0, depth_sum / alpha.clamp_min(1e-12), torch.zeros_like(depth_sum))
         normals = torch.zeros_like(images)
         return MultiViewRender(images=images, alpha=alpha, depth=depth, normals=normals,
                                cameras=cameras.to(images.device))
