@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 extras="${SHARPIT_EXTRAS:-dev}"
-stamp="$venv/.sharpit-setup-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)-$extras"
+stamp="$venv/.sharpit-setup-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)-$extras-blender${SHARPIT_BLENDER:-0}"
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -35,6 +35,17 @@ if command -v npm >/dev/null 2>&1 && [ ! -d "$root/.tools/node_modules/gltf-vali
   mkdir -p "$root/.tools"
   (cd "$root/.tools" && npm install --silent --no-audit --no-fund --prefix . gltf-validator@2.0.0-dev.3.10 >/dev/null 2>&1) \
     || echo "[setup] could not install gltf-validator; the GLB validation test will be skipped"
+fi
+# Blender as a Python module (bpy, ~370 MB, CPython 3.11 only) renders training targets with
+# Cycles; opt in with SHARPIT_BLENDER=1. --no-deps: bpy pins numpy<2, which the rest of the
+# stack does not use; the parts of bpy that sharpit calls work with numpy 2 (tests/test_blender_renderer.py).
+if [ "${SHARPIT_BLENDER:-0}" = "1" ]; then
+  if "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "[setup] installing bpy (Blender) for the Blender target renderer"
+    "${pip[@]}" install -q --no-deps "bpy==5.0.1" zstandard cython
+  else
+    echo "[setup] SHARPIT_BLENDER=1 ignored: bpy wheels exist for Python 3.11 only"
+  fi
 fi
 rm -f "$venv"/.sharpit-setup-*
 touch "$stamp"

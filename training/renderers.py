@@ -57,8 +57,8 @@ class SharpItTargetRenderer:
 
 
 class BlenderTargetRenderer:
-    """Targets rendered by Blender's Cycles through the ``bpy`` package (the optional ``blender``
-    extra, ~370 MB, Python 3.11, Blender >= 4.1; ``tests/test_blender_renderer.py`` runs it when
+    """Targets rendered by Blender's Cycles through the ``bpy`` package (optional, ~370 MB, Python 3.11,
+    Blender >= 4.1, installed by ``SHARPIT_BLENDER=1 bash scripts/setup.sh``; ``tests/test_blender_renderer.py`` runs it when
     ``bpy`` imports). Meshes are smooth-shaded with their vertex colours or texture as the albedo
     (see :meth:`_blender_mesh`).
 
@@ -74,8 +74,10 @@ class BlenderTargetRenderer:
         try:
             import bpy  # noqa: F401
         except ImportError as exc:
-            raise ConfigError("--renderer blender needs Blender as a Python module: `pip install bpy` "
-                              "(Python 3.11); or use --renderer sharpit") from exc
+            raise ConfigError("--renderer blender needs Blender as a Python module (Python 3.11): "
+                              "`SHARPIT_BLENDER=1 bash scripts/setup.sh`, or `pip install --no-deps bpy==5.0.1 "
+                              "zstandard cython` (bpy pins numpy<2, which it does not need); or use "
+                              "--renderer sharpit") from exc
         for lighting in lightings:
             if lighting not in BLENDER_LIGHTINGS and not Path(lighting).is_file():
                 raise ConfigError(f"unknown lighting {lighting!r}: use one of {sorted(BLENDER_LIGHTINGS)} or an "
