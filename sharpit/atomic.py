@@ -2,13 +2,31 @@
 
 Everything sharpit writes for a user (meshes, grids, latents, checkpoints, result folders) goes
 through these helpers, so an interruption never leaves a half-written output behind a valid name.
+
+Durability (POSIX): before the rename the new data is flushed with ``fsync`` (the file, or every
+file and folder inside a folder written with :func:`atomic_dir`), and after the rename the parent
+folder is ``fsync``-ed so the new name itself survives a power cut. A parent folder whose file
+system cannot ``fsync`` folders (``EINVAL``/``ENOTSUP``, e.g. some network mounts) is skipped;
+any other error is raised. On Windows the renames are atomic but nothing is ``fsync``-ed.
+
+Permissions: the final file or folder gets exactly the permissions a plain ``open(path, "w")`` or
+``os.mkdir(path)`` would give it. The temporary is created with ``os.open(..., O_CREAT | O_EXCL,
+0o666)`` (``os.mkdir(..., 0o777)`` for folders) under a random unused name, so the kernel applies
+the process umask (and any default ACL of the folder) itself at creation. Nothing ever reads or
+sets the umask: ``os.umask`` can only be read by setting it, and the old ``umask(0)``/``umask(m)``
+round trip changed process-wide state for a moment, during which files created by other threads
+came out world-writable. ``tempfile.mkstemp``/``mkdtemp`` are not used for the output because they
+force 0600/0700.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
@@ -18,6 +36,12 @@ from .errors import OutputExistsError, OutputNotWritableError
 __all__ = ["atomic_path", "atomic_dir", "write_bytes_atomic", "check_writable_dir"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+_FSYNC = os.name == "posix"
+# errno values meaning "this file system cannot fsync a folder", not "the data may be lost".
+_DIR_FSYNC_UNSUPPORTED = {errno.EINVAL, getattr(errno, "ENOTSUP", errno.EINVAL),
+                          getattr(errno, "EOPNOTSUPP", errno.EINVAL)}
+_TEMP_ATTEMPTS = 100
 
 
 def check_writable_dir(directory: PathLike) -> Path:
@@ -47,31 +71,80 @@ def _claim(path: PathLike, overwrite: bool) -> Path:
     return path
 
 
-def _new_file_mode() -> int:
-    """Permissions an ordinary new file gets under the current umask (mkstemp would give 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def _new_temp(directory: Path, prefix: str, suffix: str, folder: bool) -> Path:
+    """Create an empty file (or folder) with a random unused name in ``directory``, with the
+    permissions an ordinary ``open``/``mkdir`` gives (the kernel applies the umask)."""
+    for _ in range(_TEMP_ATTEMPTS):
+        candidate = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            if folder:
+                os.mkdir(candidate, 0o777)
+            else:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+                os.close(os.open(candidate, flags, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(errno.EEXIST, f"no unused temporary name in {directory} after {_TEMP_ATTEMPTS} tries")
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a written file's data and metadata to the storage device (POSIX only)."""
+    if not _FSYNC:
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (names created, renamed or removed in it); POSIX only. Folders on
+    file systems that cannot be fsync-ed are skipped."""
+    if not _FSYNC:
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every regular file and folder under ``root`` (``root`` last); links are not followed."""
+    if not _FSYNC:
+        return
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            p = Path(folder) / name
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                _fsync_file(p)
+        _fsync_dir(Path(folder))
 
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success it is renamed onto ``path``.
 
-    The temporary keeps ``path``'s suffix so writers that dispatch on the extension work. On an
-    exception the temporary is removed and ``path`` is untouched.
+    The temporary already exists (empty, with ordinary permissions; see the module docstring) and
+    keeps ``path``'s suffix so writers that dispatch on the extension work. On success it is
+    fsync-ed, renamed onto ``path`` and the folder is fsync-ed. On an exception the temporary is
+    removed and ``path`` is untouched.
 
     Raises:
         OutputExistsError: when ``path`` exists and ``overwrite`` is False.
     """
     path = _claim(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp(path.parent, f".{path.stem}.", f".tmp{path.suffix}", folder=False)
     try:
         yield tmp_path
-        os.chmod(tmp_path, _new_file_mode())
+        _fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -88,23 +161,30 @@ def write_bytes_atomic(path: PathLike, data: bytes, overwrite: bool = True) -> P
 def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``path``; on success it replaces ``path``.
 
-    An existing ``path`` is only replaced when ``overwrite`` is True (the old folder is removed
-    after the new one is in place). On an exception the temporary folder is deleted.
+    The temporary folder has the permissions of a plain ``os.mkdir`` (see the module docstring).
+    On success every file and folder in it is fsync-ed, it is renamed onto ``path`` and the parent
+    folder is fsync-ed. An existing ``path`` is only replaced when ``overwrite`` is True (the old
+    folder is removed after the new one is in place). On an exception the temporary folder is
+    deleted.
 
     Raises:
         OutputExistsError: when ``path`` exists and ``overwrite`` is False.
     """
     path = _claim(path, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = _new_temp(path.parent, f".{path.name}.", ".partial", folder=True)
     try:
         yield tmp
+        _fsync_tree(tmp)
         if path.exists():
+            # A private (0700) holding folder for the old copy; it is deleted below.
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / "x")
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,16 @@
 Layout: six square tiles of ``VIEW_SIZE`` (320) pixels, 3 rows x 2 columns, row-major, so
 view ``i`` sits at row ``i // 2`` and column ``i % 2``. The grid image is 640 wide and 960 high.
 Tensors are channels-first with values in [0, 1] unless a docstring says otherwise.
+
+Which tensors are grids and which are views (:func:`as_views_tensor`, :func:`as_grid_tensor`):
+
+- ``(C, H, W)`` is one grid and ``(B, 6, C, s, s)`` is B sets of six views.
+- A 4-D ``(N, C, H, W)`` tensor is decided by its image shape alone, never by ``N``:
+  ``H:W = 3:2`` (3 rows x 2 columns of square tiles, e.g. 960x640) is a batch of ``N`` grids,
+  whatever ``N`` is (``(6, 3, 960, 640)`` is six grids); square ``H == W`` is one set of six
+  views and needs ``N == 6`` (``(6, 3, 320, 320)``). Any other shape is an
+  :class:`~sharpit.errors.InputError` naming both accepted shapes.
+- A list or tuple is always six views, one image each (square, all the same size).
 """
 
 from __future__ import annotations
@@ -181,7 +191,8 @@ def _to_tensor(image: ImageLike, background) -> torch.Tensor:
 
 def as_grid_tensor(grid: ImageLike, background: float = 1.0, size: int = VIEW_SIZE) -> torch.Tensor:
     """Coerce a 3x2 grid (PIL, (H, W, C) array, (C, H, W) or (B, C, H, W) tensor) to a
-    (B, 3, 3*size, 2*size) float32 tensor in [0, 1].
+    (B, 3, 3*size, 2*size) float32 tensor in [0, 1]. A 4-D tensor is always a batch of grids here,
+    (6, 3, 960, 640) included.
 
     A 3:2 grid of another resolution is resized (bilinear, antialiased) with a warning; any other
     aspect ratio is an :class:`~sharpit.errors.InputError`.
@@ -189,8 +200,9 @@ def as_grid_tensor(grid: ImageLike, background: float = 1.0, size: int = VIEW_SI
     t = _to_tensor(grid, background)
     h, w = t.shape[-2:]
     if h * GRID_COLS != w * GRID_ROWS:
+        hint = "; square images are views: tile them with views_to_grid" if h == w else ""
         raise InputError(
-            f"a grid must be 3 views high and 2 wide (height:width = 3:2, e.g. 960x640); got {h}x{w}")
+            f"a grid must be 3 views high and 2 wide (height:width = 3:2, e.g. 960x640); got {h}x{w}{hint}")
     if (h, w) != (GRID_ROWS * size, GRID_COLS * size):
         warnings.warn(f"resizing grid from {h}x{w} to {GRID_ROWS * size}x{GRID_COLS * size}", stacklevel=2)
         t = F.interpolate(t, size=(GRID_ROWS * size, GRID_COLS * size), mode="bilinear",
@@ -198,30 +210,54 @@ def as_grid_tensor(grid: ImageLike, background: float = 1.0, size: int = VIEW_SI
     return t
 
 
+_ACCEPTED_SHAPES = ("six square views (6, C, s, s) or (B, 6, C, s, s), e.g. (6, 3, 320, 320), or "
+                    "grids of 3x2 square tiles (C, 3s, 2s) or (B, C, 3s, 2s), e.g. (B, 3, 960, 640)")
+
+
 def as_views_tensor(views: Union[ImageLike, List[ImageLike]], background: float = 1.0,
                     size: int = VIEW_SIZE) -> torch.Tensor:
     """Coerce six views to a (B, 6, 3, size, size) float32 tensor in [0, 1].
 
-    Accepts a grid (see :func:`as_grid_tensor`), a list of six images, or a (6, C, h, w) /
-    (B, 6, C, h, w) tensor. Square views of another size are resized with a warning.
+    Accepts a grid or a batch of grids (see :func:`as_grid_tensor`), a list of six square images,
+    or a (6, C, s, s) / (B, 6, C, s, s) tensor of views. A 4-D tensor is a batch of grids when
+    its height:width is 3:2 and six views when it is square (see the module docstring), so
+    ``(6, 3, 960, 640)`` gives six sets of views. Square views of another size are resized with a
+    warning.
+
+    Raises:
+        InputError: for any other shape (the message names both accepted shapes), the wrong number
+            of views, non-square views, or bad values (see :func:`as_grid_tensor`).
     """
     if isinstance(views, (list, tuple)):
         if len(views) != NUM_VIEWS:
             raise InputError(f"expected {NUM_VIEWS} views, got {len(views)}")
-        views = torch.stack([_to_tensor(v, background)[0] for v in views])
-    if isinstance(views, torch.Tensor) and views.ndim in (4, 5) and (views.ndim == 5 or views.shape[0] == NUM_VIEWS):
-        if views.ndim == 4:
+        tensors = [_to_tensor(v, background)[0] for v in views]
+        if any(t.shape != tensors[0].shape for t in tensors):
+            raise InputError(f"all six views must have the same size, got {[tuple(t.shape[-2:]) for t in tensors]}")
+        views = torch.stack(tensors)[None]
+    if isinstance(views, torch.Tensor) and views.ndim == 4:
+        n, h, w = views.shape[0], views.shape[-2], views.shape[-1]
+        if h == w:
+            if n != NUM_VIEWS:
+                raise InputError(f"a 4-D tensor of square images is one set of {NUM_VIEWS} views, got {n} "
+                                 f"images of {h}x{w}; expected {_ACCEPTED_SHAPES}")
             views = views[None]
+        elif h * GRID_COLS != w * GRID_ROWS:
+            raise InputError(f"images of {h}x{w} are neither square views nor 3:2 grids; expected "
+                             f"{_ACCEPTED_SHAPES}; got {tuple(views.shape)}")
+    if isinstance(views, torch.Tensor) and views.ndim == 5:
         if views.shape[1] != NUM_VIEWS:
-            raise InputError(f"expected {NUM_VIEWS} views, got {views.shape[1]}")
+            raise InputError(f"expected {NUM_VIEWS} views, got {views.shape[1]} (shape {tuple(views.shape)})")
         b = views.shape[0]
         flat = _to_tensor(views.flatten(0, 1), background)
         h, w = flat.shape[-2:]
         if h != w:
-            raise InputError(f"views must be square, got {h}x{w}")
+            raise InputError(f"views must be square, got {h}x{w}; expected {_ACCEPTED_SHAPES}")
         if h != size:
             warnings.warn(f"resizing views from {h}x{w} to {size}x{size}", stacklevel=2)
             flat = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False,
                                  antialias=True).clamp(0, 1)
         return flat.reshape(b, NUM_VIEWS, 3, size, size)
+    if isinstance(views, torch.Tensor) and views.ndim not in (3, 4):
+        raise InputError(f"expected {_ACCEPTED_SHAPES}; got a {views.ndim}-D tensor of shape {tuple(views.shape)}")
     return grid_to_views(as_grid_tensor(views, background, size))

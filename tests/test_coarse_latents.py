@@ -16,7 +16,7 @@ def test_round_trip_with_metadata(tmp_path):
     meta = {"prompt": ["a chair", "a lamp"], "seed": 3, "guidance_scale": 15.0,
             "num_inference_steps": 64, "model_id": "openai/shap-e", "note": "123"}
     path = save_latents(tmp_path / "lat.safetensors", latents, meta)
-    loaded, got = load_latents(path, width=W)
+    loaded, got = load_latents(path, width=W, row="all")
     assert torch.equal(loaded, latents)
     assert got.pop("sharpit_version") == sharpit.__version__
     assert got == meta  # "123" stays a string, 3 stays an int
@@ -58,6 +58,36 @@ def test_bad_latent_files(tmp_path):
         load_latents(tmp_path / "junk.safetensors", width=W)
     save_latents(tmp_path / "small.safetensors", torch.zeros(2, 16))
     with pytest.raises(InputError, match=f"\\(B, {W}\\)"):
-        load_latents(tmp_path / "small.safetensors", width=W)
+        load_latents(tmp_path / "small.safetensors", width=W, row=0)
     with pytest.raises(AssetNotFoundError):
         load_latents(tmp_path / "missing.pt")
+
+
+def test_several_rows_are_refused_unless_one_is_picked(tmp_path):
+    latents = torch.randn(3, W)
+    path = save_latents(tmp_path / "batch.safetensors", latents, {"prompt": ["a", "b", "c"]})
+    with pytest.raises(InputError) as info:
+        load_latents(path, width=W)
+    msg = str(info.value)
+    assert "batch.safetensors" in msg and "3 latents" in msg and "row=i" in msg and "row='all'" in msg
+    for row, expected in ((0, 0), (2, 2), (-1, 2)):
+        one, meta = load_latents(path, width=W, row=row)
+        assert one.shape == (1, W) and torch.equal(one[0], latents[expected])
+        assert meta["prompt"] == ["a", "b", "c"]          # the file's metadata, not sliced
+    assert torch.equal(load_latents(path, width=W, row="all")[0], latents)
+    for bad in (3, -4):
+        with pytest.raises(InputError, match=r"row .* out of range.*3 latent"):
+            load_latents(path, width=W, row=bad)
+    for bad in ("first", 1.0, True):
+        with pytest.raises(InputError, match="row must be"):
+            load_latents(path, width=W, row=bad)
+
+
+def test_single_row_files_load_as_one_latent_with_any_row_choice(tmp_path):
+    path = save_latents(tmp_path / "one.safetensors", torch.ones(W))
+    for row in (None, 0, -1, "all"):
+        assert load_latents(path, width=W, row=row)[0].shape == (1, W)
+    torch.save(torch.randn(W), tmp_path / "cap3d.pt")
+    assert load_latents(tmp_path / "cap3d.pt", width=W, row=0)[0].shape == (1, W)
+    with pytest.raises(InputError, match="out of range"):
+        load_latents(tmp_path / "cap3d.pt", width=W, row=1)

@@ -92,3 +92,57 @@ def test_as_views_tensor_from_grid_list_and_tensor():
         assert G.as_views_tensor(torch.rand(6, 4, 64, 64)).shape == (1, 6, 3, 320, 320)
     with pytest.raises(InputError, match="6 views"):
         G.as_views_tensor([G.tensor_to_pil(v) for v in views[:4]])
+
+
+def test_batch_of_six_grids_is_grids_not_views():
+    grids = torch.rand(6, 3, 960, 640)
+    views = G.as_views_tensor(grids)
+    assert views.shape == (6, 6, 3, 320, 320)
+    for b in range(6):
+        assert torch.equal(G.views_to_grid(views[b]), grids[b])
+    assert G.as_grid_tensor(grids).shape == (6, 3, 960, 640)
+
+
+def test_square_4d_tensor_is_one_set_of_six_views():
+    views = torch.rand(6, 3, 320, 320)
+    out = G.as_views_tensor(views)
+    assert out.shape == (1, 6, 3, 320, 320) and torch.equal(out[0], views)
+
+
+def test_single_grid_in_a_batch_of_one():
+    grid = torch.rand(1, 3, 960, 640)
+    out = G.as_views_tensor(grid)
+    assert out.shape == (1, 6, 3, 320, 320)
+    assert torch.equal(G.views_to_grid(out[0]), grid[0])
+    with pytest.warns(UserWarning, match="resizing grid"):   # other 3:2 sizes are grids too
+        assert G.as_views_tensor(torch.rand(2, 3, 96, 64)).shape == (2, 6, 3, 320, 320)
+
+
+def test_list_of_six_is_always_views():
+    with pytest.raises(InputError, match="square"):
+        G.as_views_tensor([torch.rand(3, 960, 640) for _ in range(6)])
+    with pytest.raises(InputError, match="same size"):
+        G.as_views_tensor([torch.rand(3, 32, 32)] * 5 + [torch.rand(3, 16, 16)])
+
+
+@pytest.mark.parametrize("shape", [
+    (6, 3, 320, 300),      # neither square nor 3:2
+    (6, 3, 640, 960),      # a grid on its side
+    (2, 3, 320, 320),      # square but not six views
+    (1, 3, 320, 320),
+    (2, 5, 3, 32, 32),     # five views
+    (2, 6, 3, 48, 32),     # non-square views
+    (1, 1, 6, 3, 32, 32),  # 6-D
+])
+def test_as_views_tensor_bad_shapes_name_both_accepted_shapes(shape):
+    with pytest.raises(InputError) as info:
+        G.as_views_tensor(torch.rand(shape))
+    msg = str(info.value)
+    if shape[1:2] != (5,):
+        assert "(6, C, s, s)" in msg and "(B, C, 3s, 2s)" in msg, msg
+    assert str(shape[-2]) in msg
+
+
+def test_as_grid_tensor_hints_at_views_for_square_images():
+    with pytest.raises(InputError, match="views_to_grid"):
+        G.as_grid_tensor(torch.rand(6, 3, 320, 320))

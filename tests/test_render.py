@@ -341,6 +341,36 @@ def test_render_views_rejects_bad_arguments():
             render_views(cube, backend="pytorch3d")
 
 
+def test_torch_backend_is_the_default_even_when_pytorch3d_imports(monkeypatch):
+    """pytorch3d is opt-in: neither the default nor "auto" switches to it because it imports."""
+    import inspect
+    import sys
+    import types
+
+    from sharpit.render import DEFAULT_BACKEND, renderer
+    from sharpit.render.rasterizer import rasterize as torch_rasterize
+
+    assert DEFAULT_BACKEND == "torch"
+    assert inspect.signature(render_views).parameters["backend"].default == "torch"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the pytorch3d backend must not be used unless asked for")
+
+    fake = types.ModuleType("sharpit.render.pytorch3d_backend")
+    fake.rasterize_pytorch3d = never
+    monkeypatch.setitem(sys.modules, "sharpit.render.pytorch3d_backend", fake)
+    monkeypatch.setattr(renderer, "_pytorch3d_importable", lambda: True)
+    assert renderer._rasterizer("torch") is torch_rasterize
+    assert renderer._rasterizer("auto") is torch_rasterize
+    assert renderer._rasterizer("pytorch3d") is never          # still available on request
+    cube = colored_cube()
+    default = render_views(cube, size=32)
+    auto = render_views(cube, size=32, backend="auto")
+    assert torch.equal(default.images, auto.images) and float(default.alpha.max()) == 1.0
+    with pytest.raises(AssertionError, match="asked for"):
+        render_views(cube, size=32, backend="pytorch3d")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     sphere = uv_sphere(24, 48)

@@ -9,6 +9,11 @@ added.
 Cap3D-style ``.pt`` files (one latent per file, saved with ``torch.save``) are read with
 :func:`sharpit.safe_load.load_checkpoint` (never executes pickled code); they may hold a (W,),
 (1, W) or (rows, d_latent) tensor.
+
+Rows: a file may hold several latents (a (B, W) tensor; each row is one object). Every caller
+in sharpit wants one object, so :func:`load_latents` returns a (1, W) tensor and refuses a file
+with several rows rather than keep the first silently: pass ``row=i`` to pick one, or
+``row="all"`` to get all B rows as (B, W).
 """
 
 from __future__ import annotations
@@ -97,19 +102,29 @@ def save_latents(path: PathLike, latents: torch.Tensor, metadata: Optional[Mappi
     return path
 
 
-def load_latents(path: PathLike, width: Optional[int] = None) -> Tuple[torch.Tensor, Dict[str, Any]]:
+def load_latents(path: PathLike, width: Optional[int] = None,
+                 row: Union[int, str, None] = None) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Read latents written by :func:`save_latents` or a Cap3D-style ``.pt`` file.
 
     Args:
         path: a ``.safetensors`` or ``.pt`` file.
         width: the expected latent width W (``ShapEGenerator.latent_width``); a ``.pt`` tensor
             is reshaped to (1, W) when it holds exactly W values. Defaults to 1024 * 1024.
+        row: which latent of a file with B rows to return. None (default): the file must hold
+            exactly one latent. An int ``i`` in [0, B) (negative counts from the end): that row.
+            ``"all"``: every row.
     Returns:
-        ``(latents, metadata)``: (B, W) float32 CPU tensor and the decoded metadata (empty for
-        ``.pt`` files).
+        ``(latents, metadata)``: a float32 CPU tensor of shape (1, W), or (B, W) for
+        ``row="all"``, and the decoded metadata of the whole file (empty for ``.pt`` files;
+        per-row values such as a list of prompts are not sliced).
+    Raises:
+        InputError: the file holds several latents and ``row`` is None (the message gives the
+            count and how to choose), ``row`` is out of range, or the latents are malformed.
     """
     path = Path(path)
     width = SHAP_E_LATENT_WIDTH if width is None else int(width)
+    if not (row is None or row == "all" or (isinstance(row, int) and not isinstance(row, bool))):
+        raise InputError(f"row must be None, an integer or 'all', got {row!r}")
     if not path.is_file():
         raise AssetNotFoundError(path)
     if path.suffix == ".safetensors":
@@ -122,7 +137,23 @@ def load_latents(path: PathLike, width: Optional[int] = None) -> Tuple[torch.Ten
         latents = check_latents(latents.float(), width)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
-    return latents, metadata
+    return _select_row(path, latents, row), metadata
+
+
+def _select_row(path: Path, latents: torch.Tensor, row: Union[int, str, None]) -> torch.Tensor:
+    rows = latents.shape[0]
+    if row == "all":
+        return latents
+    if row is None:
+        if rows != 1:
+            raise InputError(
+                f"{path}: holds {rows} latents (rows 0..{rows - 1}) but one was expected; pick one with "
+                f"load_latents(path, row=i) and pass that (1, W) tensor on, or load all with row='all'")
+        return latents
+    if not -rows <= row < rows:
+        raise InputError(f"{path}: row {row} is out of range; the file holds {rows} latent(s) "
+                         f"(rows 0..{rows - 1})")
+    return latents[row].unsqueeze(0).clone()
 
 
 def _load_safetensors(path: Path) -> Tuple[torch.Tensor, Dict[str, Any]]:

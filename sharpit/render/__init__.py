@@ -2,12 +2,13 @@
 
 ``render_views`` / ``render_grid`` render a :class:`~sharpit.mesh.Mesh` (default: the six v1.2
 cameras); ``rasterize`` / ``interpolate`` are the low-level rasteriser, also usable in UV space
-for texture baking (clip vertices ``(2u - 1, 2v - 1, 0, 1)``).
+for texture baking (clip vertices ``(2u - 1, 2v - 1, 0, 1)``). The rasteriser backend is
+``"torch"`` unless ``backend="pytorch3d"`` is passed (see :mod:`sharpit.render.renderer`).
 """
 
 from .rasterizer import DEFAULT_MAX_PAIRS, Fragments, interpolate, rasterize
-from .renderer import (BACKENDS, SHADING_MODES, MultiViewRender, available_backends, render_grid,
-                       render_views)
+from .renderer import (BACKENDS, DEFAULT_BACKEND, SHADING_MODES, MultiViewRender, available_backends,
+                       render_grid, render_views)
 from .shading import face_normals, sample_texture, vertex_normals
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Fragments",
     "available_backends",
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "SHADING_MODES",
     "DEFAULT_MAX_PAIRS",
     "face_normals",

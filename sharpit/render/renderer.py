@@ -2,6 +2,12 @@
 
 Frames: meshes and cameras are in the sharpit world frame (+z up, front +x; see
 :mod:`sharpit.cameras`). Images are channels-first with row 0 at the top.
+
+Backends: ``"torch"`` (the default) is sharpit's own PyTorch rasteriser, the one the tests,
+benchmarks and parity checks run. ``"pytorch3d"`` is opt-in only: it needs the pytorch3d package,
+and its comparison with the torch backend (``tests/test_render.py``) runs only where pytorch3d is
+installed, which sharpit's own test setup does not do. ``"auto"`` is kept for old callers and
+means ``"torch"``; installing pytorch3d never changes the backend silently.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from .rasterizer import Fragments, rasterize
 from .shading import NEUTRAL_GREY, face_normals, lambertian, sample_texture, vertex_normals
 
 __all__ = ["MultiViewRender", "render_views", "render_grid", "available_backends", "SHADING_MODES",
-           "BACKENDS"]
+           "BACKENDS", "DEFAULT_BACKEND"]
 
 SHADING_MODES = ("unlit", "lambertian")
-BACKENDS = ("auto", "torch", "pytorch3d")
+BACKENDS = ("torch", "pytorch3d", "auto")
+#: The rasteriser used unless ``backend="pytorch3d"`` is asked for explicitly ("auto" means this).
+DEFAULT_BACKEND = "torch"
 
 
 @dataclass
@@ -79,12 +87,12 @@ def available_backends() -> Tuple[str, ...]:
 def _rasterizer(backend: str) -> Callable[..., Fragments]:
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    if backend == "auto":
-        backend = "pytorch3d" if _pytorch3d_importable() else "torch"
+    if backend == "auto":   # prefers torch: the backend sharpit is tested with, always available
+        backend = DEFAULT_BACKEND
     if backend == "pytorch3d":
         if not _pytorch3d_importable():
             raise InputError("backend='pytorch3d' needs the pytorch3d package, which does not import here; "
-                             "use backend='torch' (or 'auto')")
+                             "use backend='torch' (the default)")
         from .pytorch3d_backend import rasterize_pytorch3d
         return rasterize_pytorch3d
     return rasterize
@@ -142,7 +150,7 @@ def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBa
 
 def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = VIEW_SIZE,
                  background: Union[float, Sequence[float]] = 1.0, shading: str = "unlit",
-                 supersample: int = 1, backend: str = "auto",
+                 supersample: int = 1, backend: str = DEFAULT_BACKEND,
                  cull_backfaces: Optional[bool] = None) -> MultiViewRender:
     """Render ``mesh`` from every camera of ``cameras``.
 
@@ -155,7 +163,9 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
         background: grey level or RGB triple in [0, 1] (white for Sharp-It / InstantMesh).
         shading: "unlit" (albedo as is) or "lambertian" (two-sided, light at the camera, plus ambient).
         supersample: render at ``supersample * size`` and box-filter down (anti-aliasing).
-        backend: "auto" (pytorch3d when it imports, else torch), "torch" or "pytorch3d".
+        backend: "torch" (default; sharpit's tested rasteriser) or "pytorch3d" (opt-in, needs
+            the pytorch3d package). "auto" is an alias of "torch" kept for old callers: it never
+            switches to pytorch3d because pytorch3d happens to be installed.
         cull_backfaces: skip back-facing triangles (about half the work). None (default) culls
             only when that cannot change the result: a closed mesh wound outward, seen from
             outside its bounding sphere. True forces it (wrong for open or inward-wound meshes),
