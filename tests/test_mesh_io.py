@@ -1,6 +1,8 @@
 """Tests of mesh loading and saving: round trips, frames, scenes and every bad input."""
 
 import os
+import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -178,7 +180,14 @@ BAD_FILES = [
     ("corrupt.ply", b"not a ply file at all\n\x00\x01", CorruptFileError, "could not be read"),
     ("corrupt.obj", b"v 0 0 0\nf 1 2 3 x\n\x00\x01", CorruptFileError, "could not be read"),
     ("empty.obj", b"", MeshError, "empty"),
-    ("points.obj", TRIANGLE.encode(), MeshError, "empty"),
+    ("points.obj", TRIANGLE.encode(), UnsupportedFormatError, "has 3 points and no faces: a point cloud, not a mesh"),
+    ("zero.glb", b"", MeshError, "0 bytes"),
+    ("zero.ply", b"", MeshError, "0 bytes"),
+    ("lines.obj", (TRIANGLE + "l 1 2 3\n").encode(), UnsupportedFormatError, "only 1 polylines"),
+    ("nofaces.off", b"OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n", CorruptFileError, "declares 2 faces but none"),
+    ("json.glb", b'{"asset": {"version": "2.0"}}', CorruptFileError, "not a GLB file"),
+    ("badjson.gltf", b'{"asset": ', CorruptFileError, "invalid JSON"),
+    ("truncated.glb", b"glTF\x02\x00\x00\x00\xff\x00\x00\x00", CorruptFileError, "truncated"),
     ("nan.obj", b"v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", MeshError, "NaN or inf"),
     ("inf.obj", b"v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", MeshError, "NaN or inf"),
     ("index.obj", (TRIANGLE + "f 1 2 9\n").encode(), MeshError, "out of range"),
@@ -226,3 +235,391 @@ def test_save_errors(tmp_path):
     with pytest.raises(MeshError, match="face indices"):
         save_mesh(bad, tmp_path / "bad.glb")
     assert sorted(os.listdir(tmp_path)) == ["c.glb", "file"]  # no temporary files left behind
+
+
+# -- real-world files: glTF topologies, compression, quantisation, malformed structure ------------
+
+import base64  # noqa: E402
+import json  # noqa: E402
+import struct  # noqa: E402
+
+import sharpit.mesh_io as mesh_io  # noqa: E402
+from sharpit.errors import SharpItError  # noqa: E402
+
+_COMPONENT = {np.dtype("int8"): 5120, np.dtype("uint8"): 5121, np.dtype("int16"): 5122,
+              np.dtype("uint16"): 5123, np.dtype("uint32"): 5125, np.dtype("float32"): 5126}
+_TYPE = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4"}
+
+
+def _gltf_document(attributes, indices=None, mode=None, normalized=(), material=None):
+    """A one-primitive glTF 2.0 document ``(tree, buffer)`` written here, independently of
+    sharpit: ``attributes`` maps names to arrays whose dtype sets the component type;
+    ``normalized`` names the attributes flagged ``normalized``."""
+    tree = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": {}}]}], "accessors": [], "bufferViews": [],
+            "buffers": [{"byteLength": 0}]}
+    prim = tree["meshes"][0]["primitives"][0]
+    buffer = b""
+
+    def add(array, normalized_flag=False, target=34962):
+        nonlocal buffer
+        array = np.ascontiguousarray(array)
+        data = array.tobytes()
+        buffer += b"\0" * ((-len(buffer)) % 4)
+        tree["bufferViews"].append({"buffer": 0, "byteOffset": len(buffer), "byteLength": len(data), "target": target})
+        accessor = {"bufferView": len(tree["bufferViews"]) - 1, "componentType": _COMPONENT[array.dtype],
+                    "count": len(array), "type": _TYPE[1 if array.ndim == 1 else array.shape[1]]}
+        if normalized_flag:
+            accessor["normalized"] = True
+        if array.ndim == 2 and array.shape[1] == 3 and "POSITION" not in prim["attributes"]:
+            accessor["min"] = array.min(0).astype(float).tolist()
+            accessor["max"] = array.max(0).astype(float).tolist()
+        buffer += data
+        tree["accessors"].append(accessor)
+        return len(tree["accessors"]) - 1
+
+    for name, array in attributes.items():
+        prim["attributes"][name] = add(array, name in normalized)
+    if indices is not None:
+        prim["indices"] = add(np.asarray(indices), target=34963)
+    if mode is not None:
+        prim["mode"] = mode
+    if material is not None:
+        tree["materials"] = [material]
+        prim["material"] = 0
+    buffer += b"\0" * ((-len(buffer)) % 4)
+    tree["buffers"][0]["byteLength"] = len(buffer)
+    return tree, buffer
+
+
+def _glb(tree, buffer) -> bytes:
+    text = json.dumps(tree).encode()
+    text += b" " * ((-len(text)) % 4)
+    body = struct.pack("<I4s", len(text), b"JSON") + text + struct.pack("<I4s", len(buffer), b"BIN\0") + buffer
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
+
+
+def _embedded_gltf(tree, buffer) -> bytes:
+    tree = json.loads(json.dumps(tree))
+    tree["buffers"][0]["uri"] = "data:application/octet-stream;base64," + base64.b64encode(buffer).decode()
+    return json.dumps(tree).encode()
+
+
+def _write(path, tree, buffer):
+    path.write_bytes(_glb(tree, buffer) if path.suffix == ".glb" else _embedded_gltf(tree, buffer))
+    return path
+
+
+@pytest.fixture
+def gltf_validate_optional(request):
+    """Assert a hand-built test file is valid glTF with the Khronos validator when it is installed
+    (the fixtures must be right for the tests to mean anything); a no-op otherwise."""
+    try:
+        validate = request.getfixturevalue("gltf_validate")
+    except pytest.skip.Exception:
+        return lambda path: None
+
+    def check(path):
+        report = validate(path)
+        assert report["numErrors"] == 0, report["messages"]
+
+    return check
+
+
+# A fan around vertex 0 and a strip over a zig-zag row, both covering the same square with four
+# triangles, all facing +Z (glTF frame). The strip is written as two strips stitched by repeated
+# indices, whose degenerate joint triangles must disappear.
+_FAN_POSITIONS = np.array([[0, 0, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0], [-1, -1, 0], [1, -1, 0]], np.float32)
+_STRIP_POSITIONS = np.array([[-1, -1, 0], [0, -1, 0], [-1, 1, 0], [0, 1, 0], [1, -1, 0], [1, 1, 0]], np.float32)
+_STRIP_INDICES = np.array([0, 1, 2, 3, 3, 1, 1, 4, 3, 5], np.uint16)
+
+
+def _normals(mesh):
+    tri = mesh.vertices[mesh.faces]
+    return torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".gltf"])
+@pytest.mark.parametrize("case", ["fan", "fan-indexed", "strip", "strip-indexed"])
+def test_gltf_triangle_fans_and_strips_become_triangles(tmp_path, suffix, case, gltf_validate_optional):
+    if case.startswith("fan"):
+        positions, mode = _FAN_POSITIONS, 6
+        indices = np.arange(6, dtype=np.uint32) if case.endswith("indexed") else None
+        expected_faces = 4
+    else:
+        positions, mode = _STRIP_POSITIONS, 5
+        # the stitched strip only makes sense with indices; the plain one is the first 4 vertices
+        indices = _STRIP_INDICES if case.endswith("indexed") else None
+        positions = positions if indices is not None else positions[:4]
+        expected_faces = 4 if indices is not None else 2
+    path = _write(tmp_path / f"{case}{suffix}", *_gltf_document({"POSITION": positions}, indices, mode))
+    gltf_validate_optional(path)
+    mesh = load_mesh(path, frame="sharpit")
+    assert mesh.num_faces == expected_faces
+    normals = _normals(mesh)
+    assert bool((normals[:, 2] > 0).all()), "every triangle keeps the primitive's winding (+Z)"
+    area = float(normals.norm(dim=-1).sum() / 2)
+    assert area == pytest.approx(4.0 if expected_faces == 4 else 2.0)
+
+
+def test_strip_and_fan_orders_follow_the_gltf_specification():
+    strip = mesh_io._strip_or_fan(np.arange(5), 5)
+    assert strip.tolist() == [[0, 1, 2], [1, 3, 2], [2, 3, 4]]
+    fan = mesh_io._strip_or_fan(np.array([7, 8, 9, 10]), 6)
+    assert fan.tolist() == [[8, 9, 7], [9, 10, 7]]
+    assert mesh_io._strip_or_fan(np.arange(2), 5).shape == (0, 3)
+
+
+def test_gltf_strip_keeps_material_and_texture_coordinates(tmp_path):
+    uv = np.array([[0, 1], [1, 1], [0, 0], [1, 0]], np.float32)
+    tree, buffer = _gltf_document({"POSITION": _STRIP_POSITIONS[:4], "TEXCOORD_0": uv}, None, 5,
+                                  material={"pbrMetallicRoughness": {"baseColorFactor": [1, 0, 0, 1]}})
+    mesh = load_mesh(_write(tmp_path / "strip.glb", tree, buffer))
+    assert mesh.num_faces == 2
+    assert torch.allclose(mesh.vertex_colors, torch.tensor([1.0, 0.0, 0.0]).expand(4, 3))
+
+
+@pytest.mark.parametrize("modes,message", [((0,), "has 6 points and no faces: a point cloud, not a mesh"),
+                                           ((3,), "only line primitives \\(1 LINE_STRIP\\)")])
+def test_gltf_points_or_lines_only_are_refused_as_such(tmp_path, modes, message):
+    path = _write(tmp_path / "x.glb", *_gltf_document({"POSITION": _FAN_POSITIONS}, None, modes[0]))
+    with pytest.raises(UnsupportedFormatError, match=message):
+        load_mesh(path)
+
+
+def test_quantized_gltf_positions_and_texcoords_are_dequantized(tmp_path):
+    """KHR_mesh_quantization / core glTF: normalised ushort positions and texture coordinates
+    are decoded to [0, 1] (trimesh alone would keep the raw integers)."""
+    positions = np.array([[0, 0, 0], [65535, 0, 0], [0, 65535, 0]], np.uint16)
+    uv = np.array([[0, 65535], [65535, 65535], [0, 0]], np.uint16)
+    texture = Image.fromarray(np.full((4, 4, 3), 200, np.uint8))
+    png = io_png(texture)
+    tree, buffer = _gltf_document({"POSITION": positions, "TEXCOORD_0": uv}, None, None,
+                                  normalized=("POSITION", "TEXCOORD_0"),
+                                  material={"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}})
+    tree["extensionsUsed"] = tree["extensionsRequired"] = ["KHR_mesh_quantization"]
+    tree["textures"] = [{"source": 0}]
+    tree["images"] = [{"uri": "data:image/png;base64," + base64.b64encode(png).decode()}]
+    mesh = load_mesh(_write(tmp_path / "q.gltf", tree, buffer), frame="sharpit")
+    assert torch.allclose(mesh.vertices, torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]))
+    # glTF uv (0, 1) is the image's bottom-left: sharpit's (origin bottom-left) (0, 0)
+    assert mesh.has_texture
+    assert torch.allclose(mesh.uvs, torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_integer_gltf_positions_that_are_not_normalized_stay_integers(tmp_path):
+    positions = np.array([[0, 0, 0], [3, 0, 0], [0, -2, 0]], np.int16)
+    mesh = load_mesh(_write(tmp_path / "i.glb", *_gltf_document({"POSITION": positions})), frame="sharpit")
+    assert torch.equal(mesh.vertices, torch.tensor([[0.0, 0, 0], [3, 0, 0], [0, -2, 0]]))
+
+
+def io_png(image) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _draco_tree():
+    """A document whose only primitive is Draco-compressed (its accessors have no bufferView)."""
+    tree, buffer = _gltf_document({"POSITION": _FAN_POSITIONS[:3]}, np.arange(3, dtype=np.uint16))
+    for accessor in tree["accessors"]:
+        del accessor["bufferView"]
+    tree["meshes"][0]["primitives"][0]["extensions"] = {
+        "KHR_draco_mesh_compression": {"bufferView": 0, "attributes": {"POSITION": 0}}}
+    tree["bufferViews"] = [{"buffer": 0, "byteOffset": 0, "byteLength": 8}]
+    tree["extensionsUsed"] = tree["extensionsRequired"] = ["KHR_draco_mesh_compression"]
+    tree["buffers"] = [{"byteLength": 8}]
+    return tree, b"\x01" * 8
+
+
+def test_draco_without_the_decoder_is_refused_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "DracoPy", None)     # makes `import DracoPy` fail
+    path = _write(tmp_path / "draco.glb", *_draco_tree())
+    with pytest.raises(UnsupportedFormatError, match="KHR_draco_mesh_compression.*pip install DracoPy") as info:
+        load_mesh(path)
+    assert str(path) in str(info.value)
+
+
+def test_draco_is_decoded_when_dracopy_is_installed(tmp_path):
+    pytest.importorskip("DracoPy")
+    box = trimesh.creation.box(extents=(0.6, 0.4, 0.2))
+    path = tmp_path / "draco.glb"
+    path.write_bytes(trimesh.exchange.gltf.export_glb(trimesh.Scene(box), extension_draco=True))
+    assert b"KHR_draco_mesh_compression" in path.read_bytes()[:4000]
+    mesh = load_mesh(path, frame="sharpit")
+    assert mesh.num_faces == 12
+    assert torch.allclose(mesh.bounds(), torch.tensor([[-0.3, -0.2, -0.1], [0.3, 0.2, 0.1]]), atol=1e-3)
+
+
+def test_undecodable_draco_data_is_a_corrupt_file(tmp_path):
+    pytest.importorskip("DracoPy")
+    with pytest.raises(CorruptFileError, match="Draco-compressed geometry .* could not be decoded"):
+        load_mesh(_write(tmp_path / "draco.glb", *_draco_tree()))
+
+
+def test_gltf_structure_errors_name_the_problem(tmp_path):
+    tree, buffer = _gltf_document({"POSITION": _FAN_POSITIONS[:3]})
+    bad = json.loads(json.dumps(tree))
+    bad["bufferViews"][0]["byteLength"] += 100                # the IncorrectVertexArrays case
+    with pytest.raises(CorruptFileError, match="bufferView 0 .* runs past the end of buffer 0"):
+        load_mesh(_write(tmp_path / "view.glb", bad, buffer))
+    bad = json.loads(json.dumps(tree))
+    bad["accessors"][0]["count"] = 4
+    with pytest.raises(CorruptFileError, match="accessor 0 \\(4 x VEC3\\) reads 48 bytes from bufferView 0"):
+        load_mesh(_write(tmp_path / "accessor.glb", bad, buffer))
+    bad = json.loads(json.dumps(tree))
+    bad["nodes"] = [{"mesh": 0, "children": [1]}, {"children": [0]}]
+    with pytest.raises(CorruptFileError, match="cycle"):
+        load_mesh(_write(tmp_path / "cycle.glb", bad, buffer))
+    bad = json.loads(json.dumps(tree))
+    bad["asset"]["version"] = "1.0"
+    with pytest.raises(UnsupportedFormatError, match="glTF 1.0 .*gltf-pipeline"):
+        load_mesh(_write(tmp_path / "old.gltf", bad, buffer))
+    bad = json.loads(json.dumps(tree))
+    bad["extensionsRequired"] = ["EXT_meshopt_compression"]
+    with pytest.raises(UnsupportedFormatError, match="EXT_meshopt_compression"):
+        load_mesh(_write(tmp_path / "meshopt.glb", bad, buffer))
+    bad = json.loads(json.dumps(tree))
+    bad["accessors"][0]["sparse"] = {"count": 1}
+    with pytest.raises(UnsupportedFormatError, match="POSITION accessor is sparse"):
+        load_mesh(_write(tmp_path / "sparse.glb", bad, buffer))
+    # a side-file buffer that is missing
+    side = json.loads(json.dumps(tree))
+    side["buffers"][0]["uri"] = "mesh.bin"
+    (tmp_path / "side.gltf").write_text(json.dumps(side))
+    with pytest.raises(AssetNotFoundError, match="mesh.bin: buffer file of side.gltf not found"):
+        load_mesh(tmp_path / "side.gltf")
+    (tmp_path / "mesh.bin").write_bytes(buffer)
+    assert load_mesh(tmp_path / "side.gltf").num_faces == 1
+
+
+def test_bare_parser_assertions_become_corrupt_file_errors(tmp_path, monkeypatch):
+    path = _write(tmp_path / "ok.glb", *_gltf_document({"POSITION": _FAN_POSITIONS[:3]}))
+
+    def broken_loader(*args, **kwargs):
+        raise AssertionError     # what a bare `assert` in trimesh raises (pytest rewrites asserts here)
+
+    monkeypatch.setattr(trimesh.exchange.gltf, "load_glb", broken_loader)
+    with pytest.raises(CorruptFileError, match="AssertionError in the parser .*`raise AssertionError") as info:
+        load_mesh(path)
+    assert str(path) in str(info.value)
+
+
+def test_required_extensions_without_geometry_effect_warn(tmp_path):
+    tree, buffer = _gltf_document({"POSITION": _FAN_POSITIONS[:3]})
+    tree["extensionsUsed"] = tree["extensionsRequired"] = ["KHR_technique_webgl"]
+    with pytest.warns(UserWarning, match="KHR_technique_webgl, which sharpit does not interpret"):
+        assert load_mesh(_write(tmp_path / "t.glb", tree, buffer)).num_faces == 1
+
+
+def test_binary_point_cloud_ply_is_refused_as_a_point_cloud(tmp_path):
+    points = np.random.default_rng(0).random((50, 3)).astype(np.float32)
+    header = ("ply\nformat binary_little_endian 1.0\nelement vertex 50\nproperty float x\nproperty float y\n"
+              "property float z\nproperty float psz\nend_header\n").encode()
+    path = tmp_path / "cloud.ply"
+    path.write_bytes(header + np.concatenate([points, np.ones((50, 1), np.float32)], 1).tobytes())
+    with pytest.raises(UnsupportedFormatError, match="has 50 points and no faces: a point cloud, not a mesh"):
+        load_mesh(path)
+    trimesh.PointCloud(points).export(str(tmp_path / "cloud2.ply"))
+    with pytest.raises(UnsupportedFormatError, match="has 50 points and no faces: a point cloud"):
+        load_mesh(tmp_path / "cloud2.ply")
+
+
+def test_obj_without_material_has_no_texture(tmp_path):
+    path = tmp_path / "uv.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nf 1/1 2/2 3/3\n")
+    assert isinstance(trimesh.load(str(path), process=False).visual, trimesh.visual.TextureVisuals)
+    mesh = load_mesh(path)
+    assert not mesh.has_texture and mesh.uvs is None and mesh.texture is None and mesh.vertex_colors is None
+    # PLY texture coordinates without a texture file: likewise
+    ply = tmp_path / "uv.ply"
+    ply.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+                   "property float s\nproperty float t\nelement face 1\nproperty list uchar int vertex_indices\n"
+                   "end_header\n0 0 0 0 0\n1 0 0 1 0\n0 1 0 0 1\n3 0 1 2\n")
+    assert not load_mesh(ply).has_texture
+    # an OBJ whose MTL names a diffuse map stays textured
+    textured = save_mesh(textured_cube(), tmp_path / "t.obj")
+    assert load_mesh(textured).has_texture
+
+
+# -- up axis ------------------------------------------------------------------------------------
+
+_Y_UP_OBJ = "v 0 0 0\nv 0 1 0\nv 0 0 1\nv 1 0 0\nf 1 4 2\nf 1 3 4\n"
+
+
+@pytest.mark.parametrize("ext", [".obj", ".ply", ".stl", ".off"])
+def test_up_axis_y_turns_a_y_up_file_into_the_sharpit_frame(tmp_path, ext):
+    source = trimesh.load(trimesh.util.wrap_as_stream(_Y_UP_OBJ), file_type="obj", process=False)
+    path = tmp_path / f"yup{ext}"
+    source.export(str(path))
+    raw = load_mesh(path)                                      # auto: z-up, coordinates unchanged
+    assert torch.equal(load_mesh(path, up_axis="z").vertices, raw.vertices)
+    turned = load_mesh(path, up_axis="y")
+    assert torch.allclose(turned.vertices, gltf_to_sharpit(raw.vertices))
+    # the file's up (+y) is sharpit's up (+z), its front (+z, as in glTF) is sharpit's front (+x)
+    top = raw.vertices[:, 1].argmax()
+    front = raw.vertices[:, 2].argmax()
+    assert torch.allclose(turned.vertices[top], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.allclose(turned.vertices[front], torch.tensor([1.0, 0.0, 0.0]))
+    assert load_mesh(path, up_axis="Y").vertices.equal(turned.vertices)
+    assert load_mesh(path, frame="gltf").vertices.equal(turned.vertices)
+
+
+def test_up_axis_rules_for_gltf_and_bad_values(tmp_path):
+    glb = save_mesh(colored_cube(), tmp_path / "c.glb")
+    assert torch.equal(load_mesh(glb, up_axis="y").vertices, load_mesh(glb).vertices)
+    with pytest.raises(InputError, match="glTF files are y-up by the glTF 2.0 specification"):
+        load_mesh(glb, up_axis="z")
+    with pytest.raises(InputError, match="up_axis must be one of"):
+        load_mesh(glb, up_axis="x")
+    with pytest.raises(InputError, match="up_axis must be one of"):
+        load_mesh(glb, up_axis=None)
+    obj = save_mesh(colored_cube(), tmp_path / "c.obj")
+    with pytest.raises(InputError, match="disagree"):
+        load_mesh(obj, frame="sharpit", up_axis="y")
+    assert torch.equal(load_mesh(obj, frame="sharpit", up_axis="z").vertices, load_mesh(obj).vertices)
+
+
+def test_save_with_up_axis_y_round_trips(tmp_path):
+    mesh = colored_cube()
+    path = save_mesh(mesh, tmp_path / "y.obj", up_axis="y")
+    written = trimesh.load(str(path), process=False)
+    assert np.allclose(written.vertices, sharpit_to_gltf(mesh.vertices).numpy(), atol=1e-6)
+    assert torch.allclose(load_mesh(path, up_axis="y").vertices, mesh.vertices, atol=1e-6)
+    with pytest.raises(InputError, match="y-up"):
+        save_mesh(mesh, tmp_path / "z.glb", up_axis="z")
+
+
+# -- robustness ---------------------------------------------------------------------------------
+
+def test_module_docstring_lists_every_read_format():
+    for ext in mesh_io.READ_FORMATS:
+        assert f"``{ext}``" in mesh_io.__doc__, ext
+    assert "what trimesh reads" not in mesh_io.__doc__
+
+
+@pytest.mark.parametrize("ext", [".glb", ".gltf", ".obj", ".ply"])
+def test_damaged_files_raise_only_sharpit_errors(tmp_path, ext):
+    """Truncations and byte flips of valid files: each loads or raises a SharpItError (a fixed
+    random sample, so a failure reproduces)."""
+    good = save_mesh(textured_cube() if ext != ".ply" else colored_cube(), tmp_path / f"good{ext}").read_bytes()
+    rng = np.random.default_rng(len(ext))
+    outcomes = Counter()
+    for trial in range(40):
+        data = bytearray(good)
+        if trial % 2:
+            data = data[: int(rng.integers(1, len(data)))]
+        else:
+            for at in rng.integers(0, len(data), size=4):
+                data[at] = int(rng.integers(0, 256))
+        path = tmp_path / f"bad{trial}{ext}"
+        path.write_bytes(bytes(data))
+        try:
+            load_mesh(path)
+            outcomes["loaded"] += 1
+        except SharpItError as exc:
+            assert str(path) in str(exc)
+            outcomes[type(exc).__name__] += 1
+    assert sum(outcomes.values()) == 40
