@@ -1,9 +1,9 @@
-"""Benchmark SharpItPipeline denoising steps at full size with random weights.
+"""Benchmark SharpItRefinePipeline denoising steps at full size with random weights.
 
 Builds the full-size Zero123++ v1.2 architecture (SD2-size UNet: block_out_channels
 (320, 640, 1280, 1280), cross_attention_dim 1024, attention_head_dim [5, 10, 20, 20]; the v1.2 VAE;
 the 23-layer 1024-wide CLIP text encoder) with random weights, prepares one 960x640 condition grid
-and times ``SharpItPipeline.denoise_step`` (the exact loop body of ``__call__``) with CFG, per
+and times ``SharpItRefinePipeline.denoise_step`` (the exact loop body of ``__call__``) with CFG, per
 conditioning mode. Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA, peak process RSS on CPU.
 
     python benchmarks/bench_refine.py --device cuda --dtype fp16 --mode concat reference --steps 10
@@ -30,7 +30,7 @@ def build_pipeline(mode: str, dtype: torch.dtype, device: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from sharpit.refine import SharpItPipeline
+    from sharpit.refine import SharpItRefinePipeline
     from sharpit.testing.refine import tiny_scheduler
     from sharpit.testing.tokenizers import save_tiny_clip_tokenizer
 
@@ -49,7 +49,7 @@ def build_pipeline(mode: str, dtype: torch.dtype, device: str):
         max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5))
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = CLIPTokenizer.from_pretrained(str(save_tiny_clip_tokenizer(tmp)))
-    pipe = SharpItPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    pipe = SharpItRefinePipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                            scheduler=tiny_scheduler())
     pipe.to(device)
     if dtype != torch.float32:

@@ -14,27 +14,13 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from sharpit.errors import AssetNotFoundError, InputError, SharpItError, WeightsNotFoundError
-from sharpit.reconstruct.texture import DEFAULT_FACE_BUDGET
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_WEIGHTS = 3
 EXIT_INTERRUPTED = 130
-
-#: Smaller defaults for `--tiny` smoke runs (random tiny models; only the plumbing matters).
-TINY_DEFAULTS = {"coarse_steps": 4, "coarse_grid_size": 32, "refine_steps": 4, "mesh_resolution": 64,
-                 "texture_size": 128, "face_budget": 2000}
-FULL_DEFAULTS = {"coarse_steps": 64, "coarse_grid_size": 128, "refine_steps": 75, "mesh_resolution": 256,
-                 "texture_size": 1024, "face_budget": DEFAULT_FACE_BUDGET}
-
-
-def tiny_cache_dir() -> Path:
-    """Where `--tiny` keeps its tiny models (``$SHARPIT_CACHE`` or ``~/.cache/sharpit``)."""
-    base = os.environ.get("SHARPIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sharpit")
-    return Path(base) / "tiny-models"
-
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Output, model, device and refinement flags shared by both commands."""
@@ -49,13 +35,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--textured", action="store_true", help="bake a UV texture map into the GLB")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--refine-steps", type=int, default=None, help="refiner steps (75)")
-    parser.add_argument("--guidance-scale", type=float, default=4.0, help="refiner CFG scale")
-    parser.add_argument("--strength", type=float, default=1.0, help="SDEdit strength in (0, 1]")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="refiner CFG scale (4)")
+    parser.add_argument("--strength", type=float, default=None, help="SDEdit strength in (0, 1] (1)")
     parser.add_argument("--coarse-grid-size", type=int, default=None, help="coarse marching-cubes grid (128)")
-    parser.add_argument("--coarse-render-mode", choices=COARSE_RENDER_MODES, default=DEFAULT_COARSE_RENDER.mode,
+    parser.add_argument("--coarse-render-mode", choices=COARSE_RENDER_MODES, default=None,
                         help="render the coarse object's mesh, or its NeRF (Shap-E latents only), into the "
                              f"refiner's input views ({DEFAULT_COARSE_RENDER.mode}, as training pairs)")
-    parser.add_argument("--coarse-supersample", type=int, default=DEFAULT_COARSE_RENDER.supersample,
+    parser.add_argument("--coarse-supersample", type=int, default=None,
                         help="anti-aliasing of the coarse views: render N times larger and average; 1 = off "
                              f"({DEFAULT_COARSE_RENDER.supersample})")
     parser.add_argument("--mesh-resolution", type=int, default=None, help="reconstruction grid (256)")
@@ -63,33 +49,57 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-budget", type=int, default=None,
                         help="faces kept before UV unwrapping with --textured (20000)")
     models = parser.add_argument_group("models (hub ids or local paths)")
+    models.add_argument("--pipeline", default=None,
+                        help="a saved SharpIt3DPipeline folder or hub id (replaces the model flags below)")
     models.add_argument("--shap-e", default=DEFAULT_MODELS["shap_e"])
     models.add_argument("--zero123plus", default=DEFAULT_MODELS["zero123plus"])
     models.add_argument("--sharpit-unet", default=DEFAULT_MODELS["sharpit_unet"])
-    models.add_argument("--refiner", default=None, help="a saved SharpItPipeline folder (replaces the two above)")
+    models.add_argument("--refiner", default=None, help="a saved SharpItRefinePipeline folder (replaces the two above)")
     models.add_argument("--instantmesh", default=DEFAULT_MODELS["instantmesh"])
     models.add_argument("--instantmesh-variant", default=DEFAULT_MODELS["instantmesh_variant"],
                         choices=["base", "large"])
     device = parser.add_argument_group("device")
     device.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
-    device.add_argument("--offload", action="store_true", help="keep one stage on the GPU at a time")
+    device.add_argument("--offload", action="store_true",
+                        help="keep one model on the GPU at a time (diffusers' enable_model_cpu_offload)")
 
 
-def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset step/grid flags from the tiny or full profile."""
-    profile = TINY_DEFAULTS if args.tiny else FULL_DEFAULTS
-    for key, value in profile.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    return args
+#: Command-line flag of each generation option (the rest are ``--`` + the option with dashes).
+_OPTION_FLAGS = {"coarse_render": "--coarse-render-mode/--coarse-supersample"}
 
 
-def coarse_render_options(args: argparse.Namespace):
-    """The :class:`~sharpit.coarse.CoarseRenderOptions` of ``--coarse-render-mode`` and
-    ``--coarse-supersample`` (InputError, exit code 2, for a bad value)."""
-    from sharpit.coarse import CoarseRenderOptions
+def generation_overrides(args: argparse.Namespace, **command_options) -> Dict[str, Any]:
+    """The generation options given as flags, validated now (before any model loads), as keyword
+    overrides of the pipeline's saved defaults (:attr:`SharpIt3DPipeline.default_options`: the
+    paper's settings, :data:`~sharpit.options.TINY_OPTIONS` with ``--tiny``). ``command_options``
+    are the command's own option flags (e.g. ``coarse_steps`` of generate).
 
-    return CoarseRenderOptions(mode=args.coarse_render_mode, supersample=args.coarse_supersample)
+    Raises:
+        InputError: a bad value, naming the flag and the allowed range (exit code 2).
+    """
+    from sharpit.coarse import DEFAULT_COARSE_RENDER, CoarseRenderOptions
+    from sharpit.options import TINY_OPTIONS, GenerationOptions, OptionError
+
+    flags = dict(command_options, refine_steps=args.refine_steps, guidance_scale=args.guidance_scale,
+                 strength=args.strength, coarse_grid_size=args.coarse_grid_size,
+                 mesh_resolution=args.mesh_resolution, texture_size=args.texture_size,
+                 face_budget=args.face_budget, negative_prompt=args.negative_prompt)
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if args.textured:
+        overrides["textured"] = True
+    try:
+        if args.coarse_render_mode is not None or args.coarse_supersample is not None:
+            overrides["coarse_render"] = CoarseRenderOptions(
+                mode=args.coarse_render_mode or DEFAULT_COARSE_RENDER.mode,
+                supersample=DEFAULT_COARSE_RENDER.supersample if args.coarse_supersample is None
+                else args.coarse_supersample)
+        (TINY_OPTIONS if args.tiny else GenerationOptions()).replace(**overrides)
+    except OptionError as exc:
+        flag = _OPTION_FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))
+        raise InputError(f"{flag} {exc.detail}") from None
+    except InputError as exc:
+        raise InputError(f"{_OPTION_FLAGS['coarse_render']}: {exc}") from None
+    return overrides
 
 
 def read_prompts(path: str) -> List[str]:
@@ -149,17 +159,34 @@ def clear_partial(item: Item) -> None:
 
 
 def load_pipeline(args: argparse.Namespace, device, need_coarse: bool = True):
+    """The pipeline of ``--tiny``, ``--pipeline`` or the model flags, on ``device``; with
+    ``--offload`` on a GPU, diffusers' model CPU offload (one model on the GPU at a time)."""
+    import warnings
+
     import torch
 
     from sharpit.pipeline import SharpIt3DPipeline
 
-    if args.tiny:
-        return SharpIt3DPipeline.from_tiny(tiny_cache_dir(), device=device)
     dtype = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    return SharpIt3DPipeline.from_pretrained(
-        shap_e=args.shap_e if need_coarse else None, zero123plus=args.zero123plus,
-        sharpit_unet=args.sharpit_unet, refiner=args.refiner, instantmesh=args.instantmesh,
-        instantmesh_variant=args.instantmesh_variant, device=device, torch_dtype=dtype, offload=args.offload)
+    offload = args.offload and torch.device(device).type == "cuda"
+    if args.offload and not offload:
+        warnings.warn("--offload only matters on a GPU; ignored on the CPU", stacklevel=2)
+    if args.tiny:
+        pipe = SharpIt3DPipeline.from_tiny(device=device)
+    elif args.pipeline is not None:
+        if dtype is None:
+            dtype = torch.float16 if torch.device(device).type == "cuda" else torch.float32
+        pipe = SharpIt3DPipeline.from_pretrained(args.pipeline, torch_dtype=dtype)
+        if not offload:
+            pipe.to(device)
+    else:
+        pipe = SharpIt3DPipeline.from_released(
+            shap_e=args.shap_e if need_coarse else None, zero123plus=args.zero123plus,
+            sharpit_unet=args.sharpit_unet, refiner=args.refiner, instantmesh=args.instantmesh,
+            instantmesh_variant=args.instantmesh_variant, device="cpu" if offload else device, torch_dtype=dtype)
+    if offload:
+        pipe.enable_model_cpu_offload(device=device)
+    return pipe
 
 
 def run_items(items: List[Item], args: argparse.Namespace, run_one: Callable, need_coarse: bool = True,
@@ -174,7 +201,7 @@ def run_items(items: List[Item], args: argparse.Namespace, run_one: Callable, ne
     if args.tiny:
         # transformers only writes from the main process of a distributed run: build the tiny
         # models there, the other ranks wait and then load them.
-        from sharpit.testing.pipeline import save_tiny_models
+        from sharpit.testing.pipeline import save_tiny_models, tiny_cache_dir
 
         with state.main_process_first():
             save_tiny_models(tiny_cache_dir())

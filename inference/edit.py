@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, coarse_render_options, collect_prompts, fill_defaults, main_guard,
-                              plan_items, run_items)
+from inference.common import (add_common_args, collect_prompts, generation_overrides, main_guard, plan_items,
+                              run_items)
 from sharpit.errors import AssetNotFoundError, UnsupportedFormatError
 
 
@@ -31,29 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
+    from sharpit.coarse import DEFAULT_COARSE_RENDER
+    from sharpit.coarse.latents import LATENT_SUFFIXES
     from sharpit.mesh_io import READ_FORMATS
 
-    args = fill_defaults(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
     asset = Path(args.asset)
     if not asset.is_file():
         raise AssetNotFoundError(asset)
-    is_latent = asset.suffix.lower() in (".safetensors", ".pt", ".pth")
+    is_latent = asset.suffix.lower() in LATENT_SUFFIXES
     if not is_latent and asset.suffix.lower() not in READ_FORMATS:
         raise UnsupportedFormatError(asset, f"not a mesh or latent file; mesh formats: {', '.join(READ_FORMATS)}, "
-                                            "latents: .safetensors, .pt")
-    coarse_render = coarse_render_options(args)
-    coarse_render.check_source(has_latent=is_latent)  # before minutes of model loading
+                                            f"latents: {', '.join(LATENT_SUFFIXES)}")
+    overrides = generation_overrides(args)
+    overrides.get("coarse_render", DEFAULT_COARSE_RENDER).check_source(has_latent=is_latent)  # before model loading
     prompts, batch = collect_prompts(args, "a golden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
 
     def run_one(pipe, item):
-        return pipe.edit(
-            str(asset), item.prompt, seed=item.seed, negative_prompt=args.negative_prompt,
-            refine_steps=args.refine_steps, guidance_scale=args.guidance_scale, strength=args.strength,
-            coarse_grid_size=args.coarse_grid_size, coarse_render=coarse_render,
-            mesh_resolution=args.mesh_resolution,
-            textured=args.textured, texture_size=args.texture_size,
-            face_budget=args.face_budget)
+        return pipe.edit(str(asset), item.prompt, seed=item.seed, **overrides)
 
     return run_items(items, args, run_one, need_coarse=is_latent, batch=batch)
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, coarse_render_options, collect_prompts, fill_defaults, main_guard,
-                              plan_items, run_items)
+from inference.common import (add_common_args, collect_prompts, generation_overrides, main_guard, plan_items,
+                              run_items)
 
 
 
@@ -24,25 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", help="what to make")
     src.add_argument("--prompts", help="a text file with one prompt per line (batch)")
     parser.add_argument("--coarse-steps", type=int, default=None, help="Shap-E steps (64)")
-    parser.add_argument("--coarse-guidance-scale", type=float, default=15.0)
+    parser.add_argument("--coarse-guidance-scale", type=float, default=None, help="Shap-E CFG scale (15)")
     add_common_args(parser)
     return parser
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    args = fill_defaults(build_parser().parse_args(argv))
-    coarse_render = coarse_render_options(args)
+    args = build_parser().parse_args(argv)
+    overrides = generation_overrides(args, coarse_steps=args.coarse_steps,
+                                 coarse_guidance_scale=args.coarse_guidance_scale)
     prompts, batch = collect_prompts(args, "a red wooden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
 
     def run_one(pipe, item):
-        return pipe.generate(
-            item.prompt, seed=item.seed, negative_prompt=args.negative_prompt,
-            coarse_steps=args.coarse_steps, coarse_guidance_scale=args.coarse_guidance_scale,
-            coarse_grid_size=args.coarse_grid_size, coarse_render=coarse_render, refine_steps=args.refine_steps,
-            guidance_scale=args.guidance_scale, strength=args.strength,
-            mesh_resolution=args.mesh_resolution, textured=args.textured, texture_size=args.texture_size,
-            face_budget=args.face_budget)
+        return pipe.generate(item.prompt, seed=item.seed, **overrides)
 
     return run_items(items, args, run_one, need_coarse=True, batch=batch)
 

@@ -22,7 +22,8 @@ __all__ = [
     "InputError", "MeshError", "OutputExistsError", "OutputNotWritableError", "SharpItError",
     "UnsupportedFormatError", "WeightsNotFoundError",
     "SharpIt3DPipeline", "SharpItResult", "Mesh", "load_mesh", "save_mesh", "zero123plus_cameras",
-    "render_views", "ShapEGenerator", "SharpItPipeline", "InstantMeshReconstructor",
+    "render_views", "ShapEGenerator", "SharpItRefinePipeline", "InstantMeshReconstructor", "GenerationOptions",
+    "SharpIt3DPipelineOutput",
 ]
 
 _LAZY = {
@@ -34,7 +35,10 @@ _LAZY = {
     "zero123plus_cameras": ("sharpit.cameras", "zero123plus_cameras"),
     "render_views": ("sharpit.render", "render_views"),
     "ShapEGenerator": ("sharpit.coarse", "ShapEGenerator"),
-    "SharpItPipeline": ("sharpit.refine", "SharpItPipeline"),
+    "SharpItRefinePipeline": ("sharpit.refine", "SharpItRefinePipeline"),
+    "SharpItPipeline": ("sharpit.refine", "SharpItPipeline"),   # deprecated: warns
+    "GenerationOptions": ("sharpit.options", "GenerationOptions"),
+    "SharpIt3DPipelineOutput": ("sharpit.result", "SharpIt3DPipelineOutput"),
     "InstantMeshReconstructor": ("sharpit.reconstruct", "InstantMeshReconstructor"),
 }
 
@@ -46,6 +50,8 @@ def __getattr__(name):
 
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
+        if name == "SharpItPipeline":
+            return value   # a deprecated alias warns on every access, so it is not cached
         globals()[name] = value
         return value
     raise AttributeError(f"module 'sharpit' has no attribute {name!r}")

@@ -26,7 +26,12 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["srgb_to_linear", "linear_to_srgb"]
+__all__ = ["srgb_to_linear", "linear_to_srgb", "NEUTRAL_GREY"]
+
+#: sRGB grey of surfaces that have no colour of their own: the albedo the renderer gives meshes
+#: without vertex colours or texture, and the colour :mod:`sharpit.mesh_io` gives uncoloured parts
+#: of a file whose other parts are coloured.
+NEUTRAL_GREY = 0.7
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 

@@ -77,7 +77,7 @@ from PIL import Image
 
 from .atomic import write_bytes_atomic
 from .cameras import gltf_to_sharpit, sharpit_to_gltf
-from .colors import linear_to_srgb, srgb_to_linear
+from .colors import NEUTRAL_GREY, linear_to_srgb, srgb_to_linear
 from .errors import (AssetNotFoundError, CorruptFileError, InputError, MeshError, OutputExistsError,
                      OutputNotWritableError, SharpItError, UnsupportedFormatError)
 from .mesh import Mesh
@@ -93,8 +93,6 @@ FRAMES = ("auto", "gltf", "sharpit")
 UP_AXES = ("auto", "y", "z")
 _UP_AXIS_FRAME = {"y": "gltf", "z": "sharpit"}
 _GLTF_EXTS = (".glb", ".gltf")
-#: Colour given to untextured, uncoloured parts of a scene whose other parts carry colour.
-_DEFAULT_GREY = 0.7
 #: Side in pixels of the solid patch an untextured part gets in a combined texture atlas.
 _PATCH = 4
 _DRACO_FIX = ("install the optional decoder with `pip install DracoPy` (or `pip install 'sharpit[draco]'`), "
@@ -222,7 +220,7 @@ def _atlas(parts: List[_Part]) -> _Part:
             if p.colors is not None and np.ptp(p.colors, axis=0).max() > 1.0 / 255.0:
                 warnings.warn("a vertex-coloured part of a textured scene is reduced to its mean colour",
                               stacklevel=3)
-            colour = p.colors.mean(0) if p.colors is not None else np.full(3, _DEFAULT_GREY, np.float32)
+            colour = p.colors.mean(0) if p.colors is not None else np.full(3, NEUTRAL_GREY, np.float32)
             images.append(np.broadcast_to(colour.astype(np.float32), (_PATCH, _PATCH, 3)))
     height = max(im.shape[0] for im in images)
     width = sum(im.shape[1] for im in images)
@@ -252,7 +250,7 @@ def _concat(parts: List[_Part]) -> _Part:
     colors = None
     if any(p.colors is not None for p in parts):
         colors = np.concatenate([p.colors if p.colors is not None
-                                 else np.full((len(p.vertices), 3), _DEFAULT_GREY, np.float32) for p in parts])
+                                 else np.full((len(p.vertices), 3), NEUTRAL_GREY, np.float32) for p in parts])
     return _Part(vertices, faces, colors=colors)
 
 
@@ -969,12 +967,15 @@ def _to_trimesh(mesh: Mesh, vertices: torch.Tensor, ext: str, material_name: str
 
 
 def _add_linear_color_0(tree: dict, buffer: bytes, srgb: torch.Tensor) -> bytes:
-    """Point the single primitive's ``COLOR_0`` at a new float32 VEC3 accessor holding
-    ``srgb_to_linear(srgb)``, appended to ``buffer``; returns the new buffer (``tree`` is edited)."""
+    """Point the single primitive's ``COLOR_0`` at a new float32 VEC4 accessor holding
+    ``srgb_to_linear(srgb)`` and alpha 1, appended to ``buffer``; returns the new buffer (``tree``
+    is edited). VEC4 rather than VEC3 (both valid glTF): trimesh re-exports a VEC3 ``COLOR_0`` it
+    loaded as a broken RGBA array, which breaks its notebook viewer and load-and-save scripts."""
     primitives = [p for m in tree.get("meshes", []) for p in m.get("primitives", [])]
     if len(primitives) != 1:
         raise MeshError(f"internal: expected one glTF primitive to colour, found {len(primitives)}")
-    linear = srgb_to_linear(srgb.detach().float().cpu()).numpy().astype("<f4")
+    rgb = srgb_to_linear(srgb.detach().float().cpu())
+    linear = torch.cat([rgb, torch.ones_like(rgb[:, :1])], 1).numpy().astype("<f4")
     if tree["accessors"][primitives[0]["attributes"]["POSITION"]]["count"] != len(linear):
         raise MeshError("internal: the exported glTF reordered the vertices; cannot attach COLOR_0")
     offset = len(buffer) + (-len(buffer)) % 4
@@ -983,7 +984,7 @@ def _add_linear_color_0(tree: dict, buffer: bytes, srgb: torch.Tensor) -> bytes:
     tree.setdefault("bufferViews", []).append({"buffer": 0, "byteOffset": offset, "byteLength": len(data),
                                                "target": 34962})
     tree["accessors"].append({"bufferView": len(tree["bufferViews"]) - 1, "componentType": 5126,
-                              "count": len(linear), "type": "VEC3"})
+                              "count": len(linear), "type": "VEC4"})
     primitives[0]["attributes"]["COLOR_0"] = len(tree["accessors"]) - 1
     tree["buffers"][0]["byteLength"] = len(buffer)
     return buffer

@@ -1,15 +1,24 @@
-"""SharpIt3DPipeline: text or a rough asset in, a detailed mesh out — the notebook API.
+"""SharpIt3DPipeline: text or a rough asset in, a detailed mesh out, as one diffusers pipeline.
 
-Stages (each one a component that can be used on its own):
-    coarse       :class:`~sharpit.coarse.ShapEGenerator` (text -> Shap-E latent -> coarse mesh)
+Stages, each built on the pipeline's registered components and usable on its own:
+
+    coarse       :attr:`SharpIt3DPipeline.coarse`, a :class:`~sharpit.coarse.ShapEGenerator` on
+                 ``prior``, ``prior_text_encoder``, ``prior_tokenizer``, ``prior_scheduler``,
+                 ``shap_e_renderer`` (text -> Shap-E latent -> coarse mesh)
     render       the coarse object at the six Zero123++ v1.2 poses, as its mesh or (latents only)
-                 its NeRF, anti-aliased: :class:`~sharpit.coarse.CoarseRenderOptions`, the same
-                 setting that renders training pairs
-    refine       :class:`~sharpit.refine.SharpItPipeline` (coarse grid + prompt -> sharp grid)
-    reconstruct  :class:`~sharpit.reconstruct.InstantMeshReconstructor` (grid -> mesh)
+                 its NeRF, anti-aliased (:class:`~sharpit.coarse.CoarseRenderOptions`, the setting
+                 that renders training pairs)
+    refine       :attr:`SharpIt3DPipeline.refiner`, a :class:`~sharpit.refine.SharpItRefinePipeline`
+                 on ``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``scheduler`` (coarse grid +
+                 prompt -> sharp grid)
+    reconstruct  ``reconstructor``, an :class:`~sharpit.reconstruct.InstantMeshReconstructor`
+                 (grid -> mesh)
 
-The stages run one after another; with ``offload=True`` each stage's weights visit the GPU only
-while it runs, so only one stage's weights are resident at a time.
+As any diffusers pipeline: ``save_pretrained(dir)`` writes one folder (``model_index.json`` and a
+sub-folder per component) that ``from_pretrained`` loads back (a local folder or a hub id);
+``.to("cuda", torch.float16)``; ``enable_model_cpu_offload()`` keeps one model on the GPU at a
+time; ``set_progress_bar_config``; ``callback_on_step_end``. :meth:`SharpIt3DPipeline.from_released`
+assembles it from the released repositories (Shap-E, Zero123++ v1.2, Sharp-It, InstantMesh).
 """
 
 from __future__ import annotations
@@ -20,24 +29,27 @@ import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Union
 
 import torch
+from diffusers import DiffusionPipeline
 
 from .cameras import zero123plus_cameras
-from .errors import AssetNotFoundError, InputError
+from .coarse.latents import LATENT_SUFFIXES
+from .coarse.render_options import CoarseRenderOptions
+from .coarse.shap_e import SHAP_E_HUB_ID
+from .errors import AssetNotFoundError, ConfigError, InputError
 from .grid import tensor_to_pil
 from .mesh import Mesh, Similarity, normalize_mesh
-from .coarse.render_options import DEFAULT_COARSE_RENDER, CoarseRenderOptions
-from .coarse.shap_e import SHAP_E_HUB_ID
+from .options import TINY_OPTIONS, GenerationOptions
 from .reconstruct.config import HUB_REPO as INSTANTMESH_HUB_REPO
-from .reconstruct.texture import DEFAULT_FACE_BUDGET
 from .refine.loading import SHARP_IT_UNET_ID, ZERO123PLUS_ID
-from .result import SharpItResult
+from .result import SharpIt3DPipelineOutput
+from .sources import load_errors
 
 __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
 
-#: The released weights :meth:`SharpIt3DPipeline.from_pretrained` uses by default.
+#: The released weights :meth:`SharpIt3DPipeline.from_released` uses by default.
 DEFAULT_MODELS = {
     "shap_e": SHAP_E_HUB_ID,
     "zero123plus": ZERO123PLUS_ID,
@@ -46,7 +58,10 @@ DEFAULT_MODELS = {
     "instantmesh_variant": "large",
 }
 
-_LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: The coarse stage's components: all of them or none (an edit-only pipeline).
+COARSE_COMPONENTS = ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler", "shap_e_renderer")
+#: The stock Zero123++ image-conditioning components of the refiner (optional).
+IMAGE_COMPONENTS = ("vision_encoder", "feature_extractor_clip", "feature_extractor_vae")
 
 
 def _default_device() -> torch.device:
@@ -59,125 +74,264 @@ def _load_reconstructor(source: str, variant: str, dtype: torch.dtype):
     from .reconstruct import InstantMeshReconstructor
 
     if (Path(source) / InstantMeshReconstructor.config_name).is_file():
-        return InstantMeshReconstructor.from_pretrained(source, torch_dtype=dtype).eval()
+        with load_errors(source, "reconstructor"):
+            return InstantMeshReconstructor.from_pretrained(source, torch_dtype=dtype).eval()
     return InstantMeshReconstructor.from_instantmesh_checkpoint(source, variant=variant, torch_dtype=dtype)
 
 
-class SharpIt3DPipeline:
-    """The whole Sharp-It chain.
+class SharpIt3DPipeline(DiffusionPipeline):
+    r"""The whole Sharp-It chain: prompt (or rough asset) -> Shap-E -> six views -> refiner -> mesh.
 
-    Args:
-        coarse: a :class:`~sharpit.coarse.ShapEGenerator`, or None when only :meth:`edit` of
-            meshes is needed.
-        refiner: a :class:`~sharpit.refine.SharpItPipeline`.
-        reconstructor: an :class:`~sharpit.reconstruct.InstantMeshReconstructor`.
-        device: where the stages run (CUDA when available).
-        offload: keep weights on the CPU and move each stage to ``device`` only while it runs.
-        models: the ids or paths the components came from (recorded in results' metadata).
+    Components (``model_index.json``): the refiner's ``vae``, ``text_encoder``, ``tokenizer``,
+    ``unet`` and ``scheduler``; the ``reconstructor``; optionally Shap-E's ``prior``,
+    ``prior_text_encoder``, ``prior_tokenizer``, ``prior_scheduler`` and ``shap_e_renderer`` (all
+    or none: without them only :meth:`edit` of meshes works) and stock Zero123++'s
+    ``vision_encoder``, ``feature_extractor_clip``, ``feature_extractor_vae``.
+
+    Saved settings: the refiner's ``conditioning_mode``, ``null_condition``,
+    ``condition_latent_space`` and ``ramping_coefficients`` (see
+    :class:`~sharpit.refine.SharpItRefinePipeline`); ``generation_defaults``, the
+    :class:`~sharpit.options.GenerationOptions` a call starts from (override per call with
+    keywords or ``options=``); ``model_sources``, where each component came from (recorded in
+    every result's metadata).
+
+    The Shap-E renderer always stays float32 (its positional encoding reaches ``2^14 x``, which
+    float16 cannot resolve), also after ``.to(torch.float16)``, and stays on the execution device
+    under ``enable_model_cpu_offload`` (it is small and is used outside ``forward``).
     """
 
-    def __init__(self, coarse, refiner, reconstructor, device=None, offload: bool = False,
-                 models: Optional[Dict[str, str]] = None):
-        self.coarse = coarse
-        self.refiner = refiner
-        self.reconstructor = reconstructor
-        self.device = torch.device(device) if device is not None else _default_device()
-        self.offload = bool(offload)
-        self.models = dict(models or {})
-        if self.device.type == "cpu":
-            warnings.warn("sharpit is running on the CPU: expect minutes per asset with the full "
-                          "models (a CUDA GPU takes seconds)", stacklevel=2)
-        if not self.offload:
-            for module in self._modules():
-                module.to(self.device)
+    model_cpu_offload_seq = "prior_text_encoder->prior->text_encoder->vision_encoder->unet->vae->reconstructor"
+    _optional_components = list(COARSE_COMPONENTS + IMAGE_COMPONENTS)
+    _exclude_from_cpu_offload = ["shap_e_renderer"]
 
-    def _modules(self):
-        return [m for m in (self.coarse, self.refiner, self.reconstructor) if m is not None]
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, reconstructor,
+                 prior=None, prior_text_encoder=None, prior_tokenizer=None, prior_scheduler=None,
+                 shap_e_renderer=None, vision_encoder=None, feature_extractor_clip=None,
+                 feature_extractor_vae=None, conditioning_mode: Optional[str] = None,
+                 null_condition: Optional[str] = None, condition_latent_space: str = "raw",
+                 ramping_coefficients: Optional[Sequence[float]] = None,
+                 generation_defaults: Optional[Dict[str, Any]] = None,
+                 model_sources: Optional[Dict[str, str]] = None):
+        super().__init__()
+        coarse = dict(prior=prior, prior_text_encoder=prior_text_encoder, prior_tokenizer=prior_tokenizer,
+                      prior_scheduler=prior_scheduler, shap_e_renderer=shap_e_renderer)
+        given = [name for name, part in coarse.items() if part is not None]
+        if given and len(given) != len(coarse):
+            missing = [name for name in coarse if name not in given]
+            raise ConfigError(f"the Shap-E stage needs all of {', '.join(coarse)}; missing {', '.join(missing)} "
+                              "(pass all of them, or none for an edit-only pipeline)")
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                              reconstructor=reconstructor, vision_encoder=vision_encoder,
+                              feature_extractor_clip=feature_extractor_clip,
+                              feature_extractor_vae=feature_extractor_vae, **coarse)
+        self._stage_cache: Dict[str, tuple] = {}
+        refiner = self._make_refiner(conditioning_mode, null_condition, condition_latent_space, ramping_coefficients)
+        self.register_to_config(conditioning_mode=conditioning_mode, null_condition=refiner.config.null_condition,
+                                condition_latent_space=refiner.config.condition_latent_space,
+                                ramping_coefficients=refiner.config.ramping_coefficients,
+                                generation_defaults=GenerationOptions.from_dict(generation_defaults).to_dict(),
+                                model_sources={k: str(v) for k, v in (model_sources or {}).items()})
+        self._stage_cache["refiner"] = (self._refiner_key(), refiner)
+        self._keep_renderer_fp32()
+
+    # -- the stages, built on the registered components ----------------------------------
+    def _refiner_key(self) -> tuple:
+        return tuple(id(getattr(self, n)) for n in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+                     + IMAGE_COMPONENTS)
+
+    def _make_refiner(self, conditioning_mode, null_condition, condition_latent_space, ramping_coefficients):
+        from .refine import SharpItRefinePipeline
+
+        return SharpItRefinePipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+            scheduler=self.scheduler, vision_encoder=self.vision_encoder,
+            feature_extractor_clip=self.feature_extractor_clip, feature_extractor_vae=self.feature_extractor_vae,
+            conditioning_mode=conditioning_mode, null_condition=null_condition,
+            condition_latent_space=condition_latent_space, ramping_coefficients=ramping_coefficients)
+
+    @property
+    def refiner(self):
+        """The refine stage, a :class:`~sharpit.refine.SharpItRefinePipeline` sharing this
+        pipeline's modules and settings (rebuilt only when a component is replaced)."""
+        key = self._refiner_key()
+        cached = self._stage_cache.get("refiner")
+        if cached is None or cached[0] != key:
+            c = self.config
+            cached = (key, self._make_refiner(c.conditioning_mode, c.null_condition, c.condition_latent_space,
+                                              c.ramping_coefficients))
+            self._stage_cache["refiner"] = cached
+        return cached[1]
+
+    @property
+    def coarse(self):
+        """The coarse stage, a :class:`~sharpit.coarse.ShapEGenerator` on this pipeline's Shap-E
+        components, or None for an edit-only pipeline."""
+        if self.prior is None:
+            return None
+        parts = [getattr(self, n) for n in COARSE_COMPONENTS]
+        key = tuple(map(id, parts))
+        cached = self._stage_cache.get("coarse")
+        if cached is None or cached[0] != key:
+            from .coarse import ShapEGenerator
+
+            source = self.config.model_sources.get("shap_e", SHAP_E_HUB_ID)
+            cached = (key, ShapEGenerator(*parts, model_id=source))
+            self._stage_cache["coarse"] = cached
+        return cached[1]
+
+    @property
+    def default_options(self) -> GenerationOptions:
+        """The :class:`~sharpit.options.GenerationOptions` every call starts from (saved setting
+        ``generation_defaults``); change them with :meth:`set_default_options`."""
+        return GenerationOptions.from_dict(self.config.generation_defaults)
+
+    def set_default_options(self, options: Optional[GenerationOptions] = None, **overrides) -> None:
+        """Set the saved defaults to ``options`` (or the current ones) with ``overrides`` applied."""
+        base = self.default_options if options is None else self._check_options(options)
+        self.register_to_config(generation_defaults=base.replace(**overrides).to_dict())
+
+    @property
+    def models(self) -> Dict[str, str]:
+        """Where each component came from, and the pipeline folder or hub id it was loaded from."""
+        models = dict(self.config.model_sources)
+        loaded_from = self.config.get("_name_or_path")
+        if loaded_from:
+            models["pipeline"] = str(loaded_from)
+        return models
 
     # -- loading -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, shap_e: Optional[str] = DEFAULT_MODELS["shap_e"],
-                        zero123plus: str = DEFAULT_MODELS["zero123plus"],
-                        sharpit_unet: str = DEFAULT_MODELS["sharpit_unet"],
-                        refiner: Optional[str] = None,
-                        instantmesh: str = DEFAULT_MODELS["instantmesh"],
-                        instantmesh_variant: str = DEFAULT_MODELS["instantmesh_variant"],
-                        device=None, torch_dtype: Optional[torch.dtype] = None,
-                        offload: bool = False) -> "SharpIt3DPipeline":
-        """Load every stage; each argument is a hub id or a local path.
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "SharpIt3DPipeline":
+        """Load a pipeline saved with :meth:`save_pretrained` (a local folder or a hub id of such a
+        folder); keywords as diffusers' ``DiffusionPipeline.from_pretrained`` (``torch_dtype``,
+        ``variant``, ``local_files_only``, ...) and setting overrides (``null_condition=...``).
+
+        To assemble the pipeline from the released models instead, use :meth:`from_released`.
+
+        Raises:
+            WeightsNotFoundError: a hub id that is not cached while offline.
+            AssetNotFoundError: a path that does not exist.
+            CheckpointError: a folder with a missing or broken component.
+        """
+        name = os.fspath(pretrained_model_name_or_path)
+        with load_errors(name, "Sharp-It 3D pipeline"):
+            pipe = super().from_pretrained(name, **kwargs)
+        pipe._keep_renderer_fp32()
+        return pipe
+
+    @classmethod
+    def from_released(cls, shap_e: Optional[str] = DEFAULT_MODELS["shap_e"],
+                      zero123plus: str = DEFAULT_MODELS["zero123plus"],
+                      sharpit_unet: str = DEFAULT_MODELS["sharpit_unet"],
+                      refiner: Optional[str] = None,
+                      instantmesh: str = DEFAULT_MODELS["instantmesh"],
+                      instantmesh_variant: str = DEFAULT_MODELS["instantmesh_variant"],
+                      device=None, torch_dtype: Optional[torch.dtype] = None,
+                      generation_defaults: Optional[GenerationOptions] = None) -> "SharpIt3DPipeline":
+        """Assemble the pipeline from the released models; each argument is a hub id or a local path.
 
         Args:
             shap_e: Shap-E in the diffusers layout (``openai/shap-e``); None skips the coarse
                 stage (then only :meth:`edit` of meshes works).
             zero123plus, sharpit_unet: base repo for the refiner's VAE, text encoder, tokenizer and
-                scheduler, and the Sharp-It UNet (see :meth:`SharpItPipeline.from_zero123plus`).
-            refiner: a saved :class:`~sharpit.refine.SharpItPipeline` folder (e.g. the output of
-                training); when given it replaces ``zero123plus`` + ``sharpit_unet``.
+                scheduler, and the Sharp-It UNet (see :meth:`SharpItRefinePipeline.from_zero123plus`).
+            refiner: a saved :class:`~sharpit.refine.SharpItRefinePipeline` folder (e.g. the output
+                of training); when given it replaces ``zero123plus`` + ``sharpit_unet``.
             instantmesh: a hub id holding ``instant_nerf_{variant}.ckpt``, a local ``.ckpt``, or a
                 folder saved with ``InstantMeshReconstructor.save_pretrained``.
-            torch_dtype: fp16 on CUDA and fp32 on CPU by default.
+            device: where to put the models (CUDA when available). For a GPU smaller than the
+                models, pass ``device="cpu"`` and call :meth:`enable_model_cpu_offload`.
+            torch_dtype: fp16 on CUDA and fp32 on CPU by default (the Shap-E renderer stays fp32).
+            generation_defaults: the options calls start from (the paper's by default).
         Raises:
             WeightsNotFoundError: offline and not cached, naming the missing repo.
         """
         from .coarse import ShapEGenerator
-        from .refine import SharpItPipeline
+        from .refine import SharpItRefinePipeline
 
         device = torch.device(device) if device is not None else _default_device()
         if torch_dtype is None:
             torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
-        coarse = None if shap_e is None else ShapEGenerator.from_pretrained(shap_e, torch_dtype=torch_dtype,
-                                                                            device="cpu")
+        coarse = {}
+        if shap_e is not None:
+            gen = ShapEGenerator.from_pretrained(shap_e, torch_dtype=torch_dtype, device="cpu")
+            coarse = dict(prior=gen.prior, prior_text_encoder=gen.text_encoder, prior_tokenizer=gen.tokenizer,
+                          prior_scheduler=gen.scheduler, shap_e_renderer=gen.renderer)
         if refiner is not None:
-            refine_pipe = SharpItPipeline.from_pretrained(refiner, torch_dtype=torch_dtype)
+            refine_pipe = SharpItRefinePipeline.from_pretrained(refiner, torch_dtype=torch_dtype)
         else:
-            refine_pipe = SharpItPipeline.from_zero123plus(base=zero123plus, unet=sharpit_unet,
-                                                           torch_dtype=torch_dtype)
+            refine_pipe = SharpItRefinePipeline.from_zero123plus(base=zero123plus, unet=sharpit_unet,
+                                                                 torch_dtype=torch_dtype)
         recon = _load_reconstructor(instantmesh, instantmesh_variant, torch_dtype)
-        models = {"shap_e": shap_e, "instantmesh": f"{instantmesh} ({instantmesh_variant})"}
+        sources = {"instantmesh": f"{instantmesh} ({instantmesh_variant})"}
+        if shap_e is not None:
+            sources["shap_e"] = str(shap_e)
         if refiner is not None:
-            models["refiner"] = str(refiner)
+            sources["refiner"] = str(refiner)
         else:
-            models.update(zero123plus=zero123plus, sharpit_unet=sharpit_unet)
-        return cls(coarse, refine_pipe, recon, device=device, offload=offload,
-                   models={k: str(v) for k, v in models.items()})
+            sources.update(zero123plus=str(zero123plus), sharpit_unet=str(sharpit_unet))
+        r = refine_pipe.components
+        pipe = cls(vae=r["vae"], text_encoder=r["text_encoder"], tokenizer=r["tokenizer"], unet=r["unet"],
+                   scheduler=r["scheduler"], reconstructor=recon, vision_encoder=r["vision_encoder"],
+                   feature_extractor_clip=r["feature_extractor_clip"],
+                   feature_extractor_vae=r["feature_extractor_vae"],
+                   conditioning_mode=refine_pipe.config.conditioning_mode,
+                   null_condition=refine_pipe.config.null_condition,
+                   condition_latent_space=refine_pipe.config.condition_latent_space,
+                   ramping_coefficients=refine_pipe.config.ramping_coefficients,
+                   generation_defaults=None if generation_defaults is None else generation_defaults.to_dict(),
+                   model_sources=sources, **coarse)
+        if device.type == "cpu":
+            warnings.warn("sharpit is running on the CPU: expect minutes per asset with the full models (a CUDA "
+                          "GPU takes seconds)", stacklevel=2)
+        return pipe.to(device)
 
     @classmethod
-    def from_tiny(cls, directory: Union[str, os.PathLike], device=None, seed: int = 0) -> "SharpIt3DPipeline":
-        """Tiny random models for offline smoke runs: built once into ``directory`` in the
-        released models' on-disk layouts, then loaded through :meth:`from_pretrained`."""
-        from .testing.pipeline import save_tiny_models
+    def from_tiny(cls, directory: Union[str, os.PathLike, None] = None, device=None,
+                  seed: int = 0) -> "SharpIt3DPipeline":
+        """Tiny random models for offline smoke runs: built once into ``directory`` (default
+        :func:`~sharpit.testing.pipeline.tiny_cache_dir`) in the released models' on-disk layouts,
+        loaded through :meth:`from_released`, with :data:`~sharpit.options.TINY_OPTIONS` as the
+        default options. Outputs are noise by design."""
+        from .testing.pipeline import save_tiny_models, tiny_cache_dir
 
-        paths = save_tiny_models(directory, seed=seed)
+        paths = save_tiny_models(tiny_cache_dir() if directory is None else directory, seed=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the CPU warning is expected for smoke runs
-            pipe = cls.from_pretrained(device=device or "cpu", torch_dtype=torch.float32, **paths)
-        pipe.models["tiny"] = "random weights (smoke test)"
+            pipe = cls.from_released(device=device or "cpu", torch_dtype=torch.float32,
+                                     generation_defaults=TINY_OPTIONS, **paths)
+        pipe.register_to_config(model_sources={**pipe.config.model_sources, "tiny": "random weights (smoke test)"})
         return pipe
+
+    def to(self, *args, **kwargs) -> "SharpIt3DPipeline":
+        """``DiffusionPipeline.to`` (device and/or dtype), keeping the Shap-E renderer float32."""
+        pipe = super().to(*args, **kwargs)
+        pipe._keep_renderer_fp32()
+        return pipe
+
+    def _keep_renderer_fp32(self) -> None:
+        if self.shap_e_renderer is not None and self.shap_e_renderer.dtype != torch.float32:
+            self.shap_e_renderer.to(torch.float32)
 
     # -- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _stage(self, name: str, timings: Dict[str, float], module=None) -> Iterator[None]:
-        if module is not None and self.offload:
-            module.to(self.device)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def _stage(self, name: str, timings: Dict[str, float]) -> Iterator[None]:
+        device = self._execution_device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         try:
             yield
         finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-            if module is not None and self.offload:
-                module.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
 
     def _generator(self, seed: int, offset: int) -> torch.Generator:
         # Each stage gets its own generator derived from the seed, so a stage's randomness does
         # not depend on how many numbers the stages before it drew.
-        gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
-        return torch.Generator(gen_device).manual_seed(seed + offset)
+        device = self._execution_device
+        return torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(seed + offset)
 
     @staticmethod
     def _check_prompt(prompt) -> str:
@@ -188,117 +342,130 @@ class SharpIt3DPipeline:
         return prompt
 
     @staticmethod
-    def _coarse_render(options: Optional[CoarseRenderOptions]) -> CoarseRenderOptions:
-        if options is None:
-            return DEFAULT_COARSE_RENDER
-        if not isinstance(options, CoarseRenderOptions):
-            raise InputError(f"coarse_render must be a sharpit.coarse.CoarseRenderOptions (or None for the "
-                             f"default), got {type(options).__name__}")
+    def _check_options(options) -> GenerationOptions:
+        if not isinstance(options, GenerationOptions):
+            raise InputError(f"options must be a sharpit.GenerationOptions, got {type(options).__name__}")
         return options
 
-    def _render_coarse(self, coarse_mesh: Mesh, latent: Optional[torch.Tensor], options: CoarseRenderOptions,
-                       grid_size: int):
-        """The six coarse views (a :class:`~sharpit.render.MultiViewRender`, 320 px, white
-        background). "mesh" mode rasterises ``coarse_mesh`` (the STF mesh of ``latent`` at
-        ``grid_size`` when there is a latent), as :meth:`ShapEGenerator.render_views` does;
-        "nerf" mode volume-renders ``latent`` framed at ``grid_size``."""
-        from .render import render_views
-
-        if options.mode == "mesh":
-            return render_views(coarse_mesh.to(self.device), zero123plus_cameras().to(self.device),
-                                supersample=options.supersample)
-        return self.coarse.render_views(latent.to(self.device), mode=options.mode, grid_size=grid_size,
-                                        supersample=options.supersample)
+    def _options(self, options: Optional[GenerationOptions], overrides: Dict[str, Any]) -> GenerationOptions:
+        base = self.default_options if options is None else self._check_options(options)
+        return base.replace(**overrides) if overrides else base
 
     @staticmethod
-    def _seed(seed: Optional[int]) -> int:
+    def _seed(seed: Optional[int], generator: Optional[torch.Generator]) -> int:
+        """The run's seed: ``seed``, else one drawn from ``generator``, else a random one."""
+        if seed is not None and generator is not None:
+            raise InputError("pass either seed or generator, not both")
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            return int(torch.randint(2 ** 31, (1,), generator=generator, device=generator.device))
         if seed is None:
             return secrets.randbelow(2 ** 31)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {seed!r}")
         return seed
 
-    def _finish(self, prompt: str, coarse_mesh: Mesh, latent, seed: int, params: Dict, timings: Dict,
-                transform: Similarity, source: Optional[str], coarse_render: CoarseRenderOptions,
-                coarse_grid_size: int, negative_prompt: Optional[str], refine_steps: int,
-                guidance_scale: float, strength: float, mesh_resolution: int, textured: bool,
-                texture_size: int, face_budget: int, progress: bool) -> SharpItResult:
-        nerf = coarse_render.mode == "nerf"
-        with self._stage("render", timings, self.coarse if nerf else None):
-            coarse_views = self._render_coarse(coarse_mesh, latent, coarse_render, coarse_grid_size)
-        with self._stage("refine", timings, self.refiner):
-            self.refiner.set_progress_bar_config(disable=not progress)
-            refined = self.refiner(coarse_views, prompt, negative_prompt=negative_prompt,
-                                   num_inference_steps=refine_steps, guidance_scale=guidance_scale,
-                                   strength=strength, generator=self._generator(seed, 1),
-                                   output_type="pt").images
-        with self._stage("reconstruct", timings, self.reconstructor):
-            mesh = self.reconstructor.reconstruct(refined.to(self.device), resolution=mesh_resolution,
-                                                  texture=textured, texture_size=texture_size,
-                                                  face_budget=face_budget)
+    def _render_coarse(self, coarse_mesh: Mesh, latent: Optional[torch.Tensor], options: GenerationOptions):
+        """The six coarse views (a :class:`~sharpit.render.MultiViewRender`, 320 px, white
+        background). "mesh" mode rasterises ``coarse_mesh`` (the STF mesh of ``latent`` when
+        there is a latent), as :meth:`ShapEGenerator.render_views` does; "nerf" mode
+        volume-renders ``latent`` framed at the coarse grid size."""
+        from .render import render_views
+
+        device, render = self._execution_device, options.coarse_render
+        if render.mode == "mesh":
+            return render_views(coarse_mesh.to(device), zero123plus_cameras().to(device),
+                                supersample=render.supersample)
+        return self.coarse.render_views(latent.to(device), mode=render.mode, grid_size=options.coarse_grid_size,
+                                        supersample=render.supersample)
+
+    def _finish(self, prompt: str, coarse_mesh: Mesh, latent, seed: int, options: GenerationOptions,
+                params: Dict, timings: Dict, transform: Similarity, source: Optional[str],
+                callback_on_step_end, callback_on_step_end_tensor_inputs) -> SharpIt3DPipelineOutput:
+        with self._stage("render", timings):
+            coarse_views = self._render_coarse(coarse_mesh, latent, options)
+        with self._stage("refine", timings):
+            refiner = self.refiner
+            refiner.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+            refined = refiner(coarse_views, prompt, negative_prompt=options.negative_prompt,
+                              num_inference_steps=options.refine_steps, guidance_scale=options.guidance_scale,
+                              strength=options.strength, generator=self._generator(seed, 1), output_type="pt",
+                              callback_on_step_end=callback_on_step_end,
+                              callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs).images
+        with self._stage("reconstruct", timings):
+            mesh = self.reconstructor.reconstruct(refined, resolution=options.mesh_resolution,
+                                                  texture=options.textured, texture_size=options.texture_size,
+                                                  face_budget=options.face_budget)
+        self.maybe_free_model_hooks()
         timings["total"] = sum(timings.values())
-        params.update(coarse_grid_size=coarse_grid_size, coarse_render=coarse_render.to_dict(),
-                      negative_prompt=negative_prompt, refine_steps=refine_steps,
-                      refine_guidance_scale=guidance_scale, strength=strength,
-                      mesh_resolution=mesh_resolution, textured=textured,
-                      texture_size=texture_size if textured else None,
-                      face_budget=face_budget if textured else None)
-        return SharpItResult(
+        recorded = options.to_dict()
+        if not options.textured:
+            recorded.update(texture_size=None, face_budget=None)
+        params.update(recorded)
+        return SharpIt3DPipelineOutput(
             prompt=prompt, mesh=mesh.to("cpu").transformed(transform),
             coarse_mesh=coarse_mesh.to("cpu").transformed(transform),
             coarse_grid=tensor_to_pil(coarse_views.grid().cpu()), refined_grid=tensor_to_pil(refined[0].cpu()),
             latent=None if latent is None else latent.detach().cpu(), seed=seed, parameters=params,
-            models=dict(self.models), timings=timings, transform=transform, source=source)
+            models=self.models, timings=timings, transform=transform, source=source)
 
     # -- public API ----------------------------------------------------------------------
-    def generate(self, prompt: str, seed: Optional[int] = None, negative_prompt: Optional[str] = None,
-                 coarse_steps: int = 64, coarse_guidance_scale: float = 15.0, coarse_grid_size: int = 128,
-                 coarse_render: Optional[CoarseRenderOptions] = None, refine_steps: int = 75,
-                 guidance_scale: float = 4.0, strength: float = 1.0, mesh_resolution: int = 256,
-                 textured: bool = False, texture_size: int = 1024, face_budget: int = DEFAULT_FACE_BUDGET,
-                 progress: bool = True) -> SharpItResult:
+    @torch.no_grad()
+    def __call__(self, prompt: str, asset: Union[str, os.PathLike, Mesh, torch.Tensor, None] = None,
+                 **kwargs) -> SharpIt3DPipelineOutput:
+        """``pipe(prompt)`` is :meth:`generate`; ``pipe(prompt, asset=...)`` is :meth:`edit`."""
+        if asset is None:
+            return self.generate(prompt, **kwargs)
+        return self.edit(asset, prompt, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, prompt: str, seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 options: Optional[GenerationOptions] = None,
+                 callback_on_step_end: Optional[Callable] = None,
+                 callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+                 **overrides) -> SharpIt3DPipelineOutput:
         """Text to a detailed mesh.
 
         Args:
             prompt: what to make.
-            seed: seeds every stage (a random one is drawn and recorded when None).
-            coarse_steps, coarse_guidance_scale: Shap-E sampling (official: 64 steps, CFG 15).
-            coarse_grid_size: marching-cubes grid of the coarse mesh.
-            coarse_render: how the coarse object becomes the refiner's input views (mesh or NeRF,
-                anti-aliasing); None uses :data:`~sharpit.coarse.DEFAULT_COARSE_RENDER`, the
-                setting training pairs are rendered with.
-            refine_steps, guidance_scale, strength: the refiner's steps, CFG scale and SDEdit
-                strength in (0, 1] (1 starts from pure noise).
-            mesh_resolution: the reconstructor's density grid (256 as InstantMesh).
-            textured: bake a UV texture map (xatlas) instead of vertex colours.
+            seed: seeds every stage (each gets its own generator derived from it); a random one is
+                drawn and recorded when neither ``seed`` nor ``generator`` is given.
+            generator: alternatively, a ``torch.Generator`` the run's seed is drawn from.
+            options: a :class:`~sharpit.options.GenerationOptions`; default :attr:`default_options`.
+            callback_on_step_end, callback_on_step_end_tensor_inputs: called after each refiner
+                step, as in diffusers (``f(refiner, step, timestep, tensors) -> dict``).
+            overrides: any :class:`~sharpit.options.GenerationOptions` field by keyword
+                (``refine_steps=30``, ``textured=True``, ...), applied on top of ``options``.
         Returns:
-            A :class:`~sharpit.result.SharpItResult` in the sharpit world frame (v1.2 scale).
+            A :class:`~sharpit.result.SharpIt3DPipelineOutput` in the sharpit world frame (v1.2 scale).
+        Raises:
+            InputError: a bad prompt, seed or option (:class:`~sharpit.options.OptionError` names it),
+                or a pipeline without Shap-E; raised before any model runs.
         """
         prompt = self._check_prompt(prompt)
-        coarse_render = self._coarse_render(coarse_render)
-        if self.coarse is None:
+        options = self._options(options, overrides)
+        seed = self._seed(seed, generator)
+        coarse = self.coarse
+        if coarse is None:
             raise InputError("this pipeline was loaded without Shap-E (shap_e=None); "
                              "load it with a Shap-E model to generate from text, or use edit()")
-        seed = self._seed(seed)
         timings: Dict[str, float] = {}
-        with self._stage("coarse", timings, self.coarse):
-            self.coarse.set_progress_bar_config(disable=not progress)
-            latent = self.coarse.sample_latents([prompt], guidance_scale=coarse_guidance_scale,
-                                                num_inference_steps=coarse_steps,
-                                                generator=self._generator(seed, 0))
-            coarse_mesh = self.coarse.to_mesh(latent, grid_size=coarse_grid_size)
-        params = {"mode": "generate", "coarse_steps": coarse_steps, "coarse_guidance_scale": coarse_guidance_scale}
-        return self._finish(prompt, coarse_mesh, latent, seed, params, timings, Similarity.identity(),
-                            None, coarse_render, coarse_grid_size, negative_prompt, refine_steps,
-                            guidance_scale, strength, mesh_resolution, textured, texture_size, face_budget,
-                            progress)
+        with self._stage("coarse", timings):
+            coarse.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+            latent = coarse.sample_latents([prompt], guidance_scale=options.coarse_guidance_scale,
+                                           num_inference_steps=options.coarse_steps,
+                                           generator=self._generator(seed, 0))
+            coarse_mesh = coarse.to_mesh(latent, grid_size=options.coarse_grid_size)
+        return self._finish(prompt, coarse_mesh, latent, seed, options, {"mode": "generate"}, timings,
+                            Similarity.identity(), None, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
-    def edit(self, asset: Union[str, os.PathLike, Mesh, torch.Tensor], prompt: str,
-             seed: Optional[int] = None, negative_prompt: Optional[str] = None,
-             refine_steps: int = 75, guidance_scale: float = 4.0, strength: float = 1.0,
-             coarse_grid_size: int = 128, coarse_render: Optional[CoarseRenderOptions] = None,
-             mesh_resolution: int = 256, textured: bool = False, texture_size: int = 1024,
-             face_budget: int = DEFAULT_FACE_BUDGET, progress: bool = True) -> SharpItResult:
+    @torch.no_grad()
+    def edit(self, asset: Union[str, os.PathLike, Mesh, torch.Tensor], prompt: str, seed: Optional[int] = None,
+             generator: Optional[torch.Generator] = None, options: Optional[GenerationOptions] = None,
+             callback_on_step_end: Optional[Callable] = None,
+             callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+             **overrides) -> SharpIt3DPipelineOutput:
         """Re-dress an existing rough asset with a new prompt (appearance editing).
 
         Args:
@@ -306,42 +473,43 @@ class SharpIt3DPipeline:
                 frame), a saved Shap-E latent (``.safetensors`` from sharpit, or a Cap3D-style
                 ``.pt``), or a latent tensor.
             prompt: the new description.
-            strength: SDEdit strength in (0, 1]; below 1 keeps more of the coarse appearance.
-            coarse_grid_size: marching-cubes grid of a latent's coarse mesh (unused for meshes).
-            coarse_render: how the coarse object becomes the refiner's input views; None uses
-                :data:`~sharpit.coarse.DEFAULT_COARSE_RENDER`. Mode "nerf" needs a latent asset.
+            seed, generator, options, callback_on_step_end, overrides: as in :meth:`generate`;
+                ``strength`` below 1 keeps more of the coarse appearance; ``coarse_grid_size`` is
+                the grid of a latent's coarse mesh (unused for meshes); ``coarse_render`` mode
+                "nerf" needs a latent asset.
         Returns:
-            A :class:`~sharpit.result.SharpItResult` whose meshes are in the asset's original frame
-            and size (for latents: the sharpit world frame, v1.2 scale).
+            A :class:`~sharpit.result.SharpIt3DPipelineOutput` whose meshes are in the asset's
+            original frame and size (for latents: the sharpit world frame, v1.2 scale).
         Raises:
             InputError: among others, ``coarse_render`` mode "nerf" with a mesh asset (a mesh has no
                 NeRF to render; nothing falls back silently).
         """
         prompt = self._check_prompt(prompt)
-        coarse_render = self._coarse_render(coarse_render)
-        coarse_render.check_source(has_latent=self._is_latent(asset))
-        seed = self._seed(seed)
+        options = self._options(options, overrides)
+        is_latent = self._is_latent(asset)
+        options.coarse_render.check_source(has_latent=is_latent)
+        seed = self._seed(seed, generator)
         timings: Dict[str, float] = {}
         latent, source = None, None
-        with self._stage("coarse", timings, self.coarse if self._is_latent(asset) else None):
-            if self._is_latent(asset):
+        with self._stage("coarse", timings):
+            if is_latent:
                 latent, source = self._load_latent(asset)
-                coarse_mesh = self.coarse.to_mesh(latent.to(self.device), grid_size=coarse_grid_size)
+                coarse_mesh = self.coarse.to_mesh(latent.to(self._execution_device),
+                                                  grid_size=options.coarse_grid_size)
                 transform = Similarity.identity()
             else:
                 mesh, source = self._load_mesh(asset)
                 coarse_mesh, to_unit = normalize_mesh(mesh)
                 transform = to_unit.inverse()
-        params = {"mode": "edit"}
-        return self._finish(prompt, coarse_mesh, latent, seed, params, timings, transform, source,
-                            coarse_render, coarse_grid_size, negative_prompt, refine_steps, guidance_scale,
-                            strength, mesh_resolution, textured, texture_size, face_budget, progress)
+        return self._finish(prompt, coarse_mesh, latent, seed, options, {"mode": "edit"}, timings, transform,
+                            source, callback_on_step_end, callback_on_step_end_tensor_inputs)
 
     # -- asset loading -------------------------------------------------------------------
-    def _is_latent(self, asset) -> bool:
+    @staticmethod
+    def _is_latent(asset) -> bool:
         if isinstance(asset, torch.Tensor):
             return True
-        return isinstance(asset, (str, os.PathLike)) and Path(asset).suffix.lower() in _LATENT_SUFFIXES
+        return isinstance(asset, (str, os.PathLike)) and Path(asset).suffix.lower() in LATENT_SUFFIXES
 
     def _load_latent(self, asset):
         from .coarse import check_latents, load_latents
@@ -350,12 +518,15 @@ class SharpIt3DPipeline:
             raise InputError("editing a Shap-E latent needs the coarse stage; load the pipeline "
                              "with a Shap-E model (shap_e=...)")
         if isinstance(asset, torch.Tensor):
-            return check_latents(asset, self.coarse.latent_width), None
+            latent = check_latents(asset, self.coarse.latent_width)
+            if latent.shape[0] != 1:
+                raise InputError(f"edit takes one Shap-E latent, got {latent.shape[0]} rows; pass latents[i:i + 1]")
+            return latent, None
         path = Path(asset)
         if not path.is_file():
             raise AssetNotFoundError(path)
         latent, _ = load_latents(path, width=self.coarse.latent_width)
-        return latent[:1], str(path)
+        return latent, str(path)
 
     @staticmethod
     def _load_mesh(asset):

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+from diffusers.utils import BaseOutput
 from PIL import Image
 
 from .atomic import atomic_dir
 from .mesh import Mesh, Similarity
 
-__all__ = ["SharpItResult", "RESULT_FILES"]
+__all__ = ["SharpIt3DPipelineOutput", "SharpItResult", "RESULT_FILES"]
 
 #: Files of a saved result folder (``latent.safetensors`` only when a Shap-E latent exists).
 RESULT_FILES = {
@@ -38,8 +39,9 @@ def _versions() -> Dict[str, str]:
 
 
 @dataclass
-class SharpItResult:
-    """One generated or edited asset.
+class SharpIt3DPipelineOutput(BaseOutput):
+    """One generated or edited asset (a diffusers ``BaseOutput``: fields by attribute or key,
+    ``to_tuple()``).
 
     Attributes:
         prompt: the text prompt the refiner used.
@@ -136,3 +138,7 @@ class SharpItResult:
             path = save_mesh(self.mesh, Path(tmp) / "mesh.glb")
             scene = trimesh.load(path)
         return scene.show()
+
+
+#: The name of the first release; the same class.
+SharpItResult = SharpIt3DPipelineOutput

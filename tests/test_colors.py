@@ -64,8 +64,9 @@ def test_gltf_stores_linear_float_color_0_and_reads_back_srgb(tmp_path, ext, glt
         tree, buffer = _glb_parts(path)
         prim = tree["meshes"][0]["primitives"][0]
         stored = _accessor(tree, buffer, prim["attributes"]["COLOR_0"])
-        assert stored.dtype == np.float32
-        assert np.allclose(stored, srgb_to_linear(mesh.vertex_colors).numpy(), atol=1e-7)
+        assert stored.dtype == np.float32 and stored.shape == (len(mesh.vertices), 4)   # RGBA: see _add_linear_color_0
+        assert np.allclose(stored[:, :3], srgb_to_linear(mesh.vertex_colors).numpy(), atol=1e-7)
+        assert np.all(stored[:, 3] == 1.0)
         # A white, non-metallic material: without one a viewer uses glTF's fully metallic default.
         pbr = tree["materials"][prim["material"]]["pbrMetallicRoughness"]
         assert pbr["metallicFactor"] == 0.0 and pbr.get("baseColorFactor", [1] * 4) == [1.0] * 4
@@ -153,3 +154,16 @@ def test_obj_and_ply_colours_are_display_values(tmp_path, ext):
     raw = trimesh.load(path, force="mesh", process=False).visual.vertex_colors[:, :3]
     assert np.array_equal(raw, np.round(mesh.vertex_colors.numpy() * 255).astype(np.uint8))
     assert torch.allclose(load_mesh(path).vertex_colors, mesh.vertex_colors, atol=0.5 / 255 + 1e-6)
+
+
+def test_trimesh_can_reload_and_re_export_our_glb(tmp_path):
+    """trimesh (and its notebook viewer, used by ``SharpIt3DPipelineOutput.show``) re-exports a GLB it
+    loaded; a VEC3 COLOR_0 made that fail (a (N, 3) array reshaped as RGBA)."""
+    import trimesh
+
+    mesh = _dark_cube()
+    path = save_mesh(mesh, tmp_path / "cube.glb", frame="sharpit")
+    (tmp_path / "again.glb").write_bytes(trimesh.load(path).export(file_type="glb"))
+    again = load_mesh(tmp_path / "again.glb", frame="sharpit")
+    assert again.num_vertices == mesh.num_vertices
+    assert again.vertex_colors is not None

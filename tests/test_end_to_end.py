@@ -12,12 +12,14 @@ from sharpit.mesh import Similarity
 from sharpit.mesh_io import load_mesh, save_mesh
 from sharpit.testing.meshes import colored_cube
 
-TINY_STEPS = dict(refine_steps=3, coarse_grid_size=32, mesh_resolution=48, progress=False)
+TINY_STEPS = dict(refine_steps=3, coarse_grid_size=32, mesh_resolution=48)
 
 
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
-    return SharpIt3DPipeline.from_tiny(tmp_path_factory.mktemp("tiny-models"))
+    pipe = SharpIt3DPipeline.from_tiny(tmp_path_factory.mktemp("tiny-models"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def test_generate_saves_a_valid_glb_and_complete_metadata(generated, tmp_path, g
     assert len(loaded.faces) > 0 and len(loaded.vertices) > 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["prompt"] == "a red chair" and meta["seed"] == 3
-    for key in ("coarse_steps", "coarse_guidance_scale", "coarse_grid_size", "refine_steps", "refine_guidance_scale",
+    for key in ("coarse_steps", "coarse_guidance_scale", "coarse_grid_size", "refine_steps", "guidance_scale",
                 "strength", "mesh_resolution", "negative_prompt", "textured"):
         assert key in meta["parameters"], key
     assert meta["parameters"]["coarse_render"] == {"mode": "mesh", "supersample": 2} == DEFAULT_COARSE_RENDER.to_dict()

@@ -6,7 +6,7 @@ The fixtures (``tests/fixtures/parity/zero123plus_*.safetensors``) hold a tiny r
 EulerAncestral "trailing") on one RGBA condition image with and without CFG, and InstantMesh's
 ``MVDiffusion.encode_condition_image(torch.zeros_like(cond_imgs))`` (``zero123plus/model.py``). The
 official global-RNG draws were routed through the run's generator in the official order, which is
-the order ``SharpItPipeline`` draws in, so one seed gives both sides the same noise.
+the order ``SharpItRefinePipeline`` draws in, so one seed gives both sides the same noise.
 """
 
 import json
@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sharpit.refine import (SharpItPipeline, null_condition_latents, null_condition_posterior, scale_latents,
+from sharpit.refine import (SharpItRefinePipeline, null_condition_latents, null_condition_posterior, scale_latents,
                             unscale_latents)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
@@ -55,7 +55,7 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipe(repo):
-    pipe = SharpItPipeline.from_zero123plus(repo, unet=None)
+    pipe = SharpItRefinePipeline.from_zero123plus(repo, unet=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -1,4 +1,4 @@
-"""SharpItPipeline end to end on tiny random components saved in the real layout."""
+"""SharpItRefinePipeline end to end on tiny random components saved in the real layout."""
 
 import json
 
@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sharpit.errors import ConfigError, InputError
-from sharpit.refine import (SharpItPipeline, decode_latents, drop_conditions, encode_condition_latents, encode_prompt,
+from sharpit.refine import (SharpItRefinePipeline, decode_latents, drop_conditions, encode_condition_latents, encode_prompt,
                             encode_target_latents, init_unet_from_zero123plus, null_condition_latents, scale_image,
                             scale_latents, unscale_image, unscale_latents)
 from sharpit.refine.reference_attention import (ReferenceAttnProcessor, disable_reference_attention,
@@ -29,7 +29,7 @@ def saved_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def concat_pipe(tmp_path_factory):
-    pipe = SharpItPipeline.from_pretrained(save_tiny_sharpit_pipeline(tmp_path_factory.mktemp("c"), "concat"))
+    pipe = SharpItRefinePipeline.from_pretrained(save_tiny_sharpit_pipeline(tmp_path_factory.mktemp("c"), "concat"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -80,7 +80,7 @@ def test_target_latents_round_trip_through_decode():
 def test_both_modes_end_to_end_from_pretrained(saved_dirs, mode):
     path = saved_dirs[mode]
     assert (path / "model_index.json").is_file() and (path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    pipe = SharpItPipeline.from_pretrained(path)
+    pipe = SharpItRefinePipeline.from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.conditioning_mode == mode
     out = pipe(Image.new("RGB", (640, 960), (200, 120, 40)), "a red chair", num_inference_steps=2, seed=0)
@@ -92,7 +92,7 @@ def test_both_modes_end_to_end_from_pretrained(saved_dirs, mode):
 
 def test_save_pretrained_round_trip_keeps_mode_and_output(concat_pipe, tmp_path):
     concat_pipe.save_pretrained(tmp_path / "again")
-    again = SharpItPipeline.from_pretrained(tmp_path / "again")
+    again = SharpItRefinePipeline.from_pretrained(tmp_path / "again")
     again.set_progress_bar_config(disable=True)
     assert again.config.conditioning_mode is None and again.conditioning_mode == "concat"
     assert again.scheduler.config.timestep_spacing == "trailing"
@@ -148,21 +148,21 @@ def test_unconditional_branch_is_empty_prompt_and_null_condition(concat_pipe, mo
 def test_null_condition_defaults_by_mode_and_is_a_saved_setting(concat_pipe, tmp_path):
     # concat (Sharp-It): black, InstantMesh's fine-tune null; reference (stock Zero123++): grey
     assert concat_pipe.config.null_condition == "black" and concat_pipe.config.condition_latent_space == "raw"
-    reference = SharpItPipeline(**dict(concat_pipe.components, unet=tiny_unet(4)))
+    reference = SharpItRefinePipeline(**dict(concat_pipe.components, unet=tiny_unet(4)))
     assert reference.config.null_condition == "grey"
-    grey = SharpItPipeline(**concat_pipe.components, null_condition="grey", condition_latent_space="scaled")
+    grey = SharpItRefinePipeline(**concat_pipe.components, null_condition="grey", condition_latent_space="scaled")
     grey.save_pretrained(tmp_path / "grey")
     index = json.loads((tmp_path / "grey" / "model_index.json").read_text())
     assert index["null_condition"] == "grey" and index["condition_latent_space"] == "scaled"
-    again = SharpItPipeline.from_pretrained(tmp_path / "grey")
+    again = SharpItRefinePipeline.from_pretrained(tmp_path / "grey")
     assert again.config.null_condition == "grey" and again.config.condition_latent_space == "scaled"
-    assert SharpItPipeline.from_pretrained(tmp_path / "grey", null_condition="black").config.null_condition == "black"
+    assert SharpItRefinePipeline.from_pretrained(tmp_path / "grey", null_condition="black").config.null_condition == "black"
     with pytest.raises(ConfigError, match="null_condition must be one of"):
-        SharpItPipeline(**concat_pipe.components, null_condition="zeros")
+        SharpItRefinePipeline(**concat_pipe.components, null_condition="zeros")
     with pytest.raises(ConfigError, match="condition_latent_space must be one of"):
-        SharpItPipeline(**concat_pipe.components, condition_latent_space="vae")
+        SharpItRefinePipeline(**concat_pipe.components, condition_latent_space="vae")
     with pytest.raises(ConfigError, match="concat mode"):
-        SharpItPipeline(**dict(concat_pipe.components, unet=tiny_unet(4)), condition_latent_space="scaled")
+        SharpItRefinePipeline(**dict(concat_pipe.components, unet=tiny_unet(4)), condition_latent_space="scaled")
 
 
 def test_pipelines_saved_without_the_settings_load_with_a_warning(concat_pipe, tmp_path):
@@ -174,12 +174,12 @@ def test_pipelines_saved_without_the_settings_load_with_a_warning(concat_pipe, t
         del index[key]
     index_path.write_text(json.dumps(index))
     with pytest.warns(UserWarning, match="saved without the setting.*null_condition='black'"):
-        old = SharpItPipeline.from_pretrained(tmp_path / "old")
+        old = SharpItRefinePipeline.from_pretrained(tmp_path / "old")
     assert old.config.null_condition == "black" and old.vision_encoder is None
 
 
 def test_condition_latent_space_and_null_condition_apply_to_the_cfg_batch(concat_pipe):
-    pipe = SharpItPipeline(**concat_pipe.components, null_condition="grey", condition_latent_space="scaled")
+    pipe = SharpItRefinePipeline(**concat_pipe.components, null_condition="grey", condition_latent_space="scaled")
     pixels = _grid()[None]
     got = pipe.prepare_condition_latents(pixels, torch.Generator().manual_seed(3), guidance=True)
     gen = torch.Generator().manual_seed(3)
@@ -191,7 +191,7 @@ def test_condition_latent_space_and_null_condition_apply_to_the_cfg_batch(concat
 
 
 def test_null_condition_is_encoded_once_per_size_and_device(concat_pipe, monkeypatch):
-    pipe = SharpItPipeline(**concat_pipe.components)
+    pipe = SharpItRefinePipeline(**concat_pipe.components)
     pipe.set_progress_bar_config(disable=True)
     calls = []
     encode = pipe.vae.encode
@@ -253,12 +253,12 @@ def test_bad_grids_raise_or_resize(concat_pipe):
 
 
 def test_conditioning_mode_override_is_checked_and_saved(concat_pipe, tmp_path):
-    SharpItPipeline(**concat_pipe.components, conditioning_mode="concat").save_pretrained(tmp_path)
-    assert SharpItPipeline.from_pretrained(tmp_path).config.conditioning_mode == "concat"
+    SharpItRefinePipeline(**concat_pipe.components, conditioning_mode="concat").save_pretrained(tmp_path)
+    assert SharpItRefinePipeline.from_pretrained(tmp_path).config.conditioning_mode == "concat"
     with pytest.raises(ConfigError, match="4 input channels"):
-        SharpItPipeline(**concat_pipe.components, conditioning_mode="reference")
+        SharpItRefinePipeline(**concat_pipe.components, conditioning_mode="reference")
     with pytest.raises(ConfigError, match="conditioning_mode must be"):
-        SharpItPipeline(**concat_pipe.components, conditioning_mode="sideways")
+        SharpItRefinePipeline(**concat_pipe.components, conditioning_mode="sideways")
 
 
 # ---------------------------------------------------------------- UNet initialisation
@@ -303,7 +303,7 @@ def test_reference_attention_hooks_attn1_only_and_uses_the_reference():
 
 
 def test_reference_mode_makes_two_unet_passes_per_step(saved_dirs, monkeypatch):
-    pipe = SharpItPipeline.from_pretrained(saved_dirs["reference"])
+    pipe = SharpItRefinePipeline.from_pretrained(saved_dirs["reference"])
     pipe.set_progress_bar_config(disable=True)
     calls = _count_unet_calls(pipe, monkeypatch)
     pipe(_grid(), "p", num_inference_steps=1, guidance_scale=3.0, output_type="latent", seed=0)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from sharpit.errors import AssetNotFoundError, CheckpointError, InputError, WeightsNotFoundError
-from sharpit.refine import SharpItPipeline
+from sharpit.refine import SharpItRefinePipeline
 from sharpit.testing.refine import save_tiny_sharp_it_unet_repo, save_tiny_zero123plus_repo
 
 
@@ -42,7 +42,7 @@ def test_tiny_repos_have_the_real_layouts(repos):
 
 def test_from_zero123plus_assembles_a_working_pipeline(repos, tmp_path):
     base, unet = repos
-    pipe = SharpItPipeline.from_zero123plus(base=base, unet=unet)
+    pipe = SharpItRefinePipeline.from_zero123plus(base=base, unet=unet)
     pipe.set_progress_bar_config(disable=True)
     assert {k for k, v in pipe.components.items() if v is not None} == {"vae", "text_encoder", "tokenizer", "unet",
                                                                         "scheduler"}
@@ -57,12 +57,12 @@ def test_from_zero123plus_assembles_a_working_pipeline(repos, tmp_path):
     # the assembled pipeline saves in our own layout and loads back through from_pretrained
     pipe.save_pretrained(tmp_path / "sharpit")
     assert not (tmp_path / "sharpit" / "vision_encoder").exists()
-    assert SharpItPipeline.from_pretrained(tmp_path / "sharpit").conditioning_mode == "concat"
+    assert SharpItRefinePipeline.from_pretrained(tmp_path / "sharpit").conditioning_mode == "concat"
 
 
 def test_from_zero123plus_with_the_base_unet_uses_reference_mode(repos):
     base, _ = repos
-    pipe = SharpItPipeline.from_zero123plus(base=base, unet=base, unet_subfolder="unet", torch_dtype=torch.bfloat16)
+    pipe = SharpItRefinePipeline.from_zero123plus(base=base, unet=base, unet_subfolder="unet", torch_dtype=torch.bfloat16)
     assert pipe.conditioning_mode == "reference" and pipe.unet.dtype == torch.bfloat16
     assert pipe.vision_encoder is None and pipe.config.null_condition == "grey"
 
@@ -70,7 +70,7 @@ def test_from_zero123plus_with_the_base_unet_uses_reference_mode(repos):
 def test_stock_zero123plus_mode(repos, tmp_path):
     """unet=None is Zero123++ itself: its UNet, reference attention, grey null, the global embedding."""
     base, _ = repos
-    pipe = SharpItPipeline.from_zero123plus(base=base, unet=None)
+    pipe = SharpItRefinePipeline.from_zero123plus(base=base, unet=None)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.conditioning_mode == "reference" and pipe.config.null_condition == "grey"
     assert pipe.vision_encoder is not None and pipe.feature_extractor_vae is not None
@@ -98,7 +98,7 @@ def test_stock_zero123plus_mode(repos, tmp_path):
     assert torch.equal(rows[0][0], plain[0]) and not torch.allclose(rows[0][1], plain[1])
     # the optional components save and load back
     pipe.save_pretrained(tmp_path / "z123")
-    again = SharpItPipeline.from_pretrained(tmp_path / "z123")
+    again = SharpItRefinePipeline.from_pretrained(tmp_path / "z123")
     again.set_progress_bar_config(disable=True)
     assert again.vision_encoder is not None and again.config.ramping_coefficients == pipe.config.ramping_coefficients
     assert torch.equal(again(front, num_inference_steps=1, seed=0, output_type="latent").images, single)
@@ -106,31 +106,31 @@ def test_stock_zero123plus_mode(repos, tmp_path):
 
 def test_single_images_and_global_embedding_need_the_zero123plus_parts(repos):
     base, unet = repos
-    sharp = SharpItPipeline.from_zero123plus(base=base, unet=unet)
+    sharp = SharpItRefinePipeline.from_zero123plus(base=base, unet=unet)
     with pytest.raises(InputError, match="3:2"):
         sharp(Image.new("RGB", (64, 64)), num_inference_steps=1)
     index = json.loads((base / "model_index.json").read_text())
     bare = shutil.copytree(base, base.parent / "bare")
     (bare / "model_index.json").write_text(json.dumps({k: v for k, v in index.items() if k != "ramping_coefficients"}))
     with pytest.raises(CheckpointError, match="ramping_coefficients"):
-        SharpItPipeline.from_zero123plus(base=bare, unet=None)
+        SharpItRefinePipeline.from_zero123plus(base=bare, unet=None)
 
 
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated")
 def test_missing_hub_weights_offline_name_the_hub_id(tmp_path, repos):
     base, _ = repos
     with pytest.raises(WeightsNotFoundError, match="sharpit-test/no-such-unet"):
-        SharpItPipeline.from_zero123plus(base=base, unet="sharpit-test/no-such-unet", cache_dir=tmp_path)
+        SharpItRefinePipeline.from_zero123plus(base=base, unet="sharpit-test/no-such-unet", cache_dir=tmp_path)
     with pytest.raises(WeightsNotFoundError, match="sudo-ai/zero123plus-v1.2"):
-        SharpItPipeline.from_zero123plus(cache_dir=tmp_path)
+        SharpItRefinePipeline.from_zero123plus(cache_dir=tmp_path)
     with pytest.raises(WeightsNotFoundError, match="sharpit-test/no-such-pipeline"):
-        SharpItPipeline.from_pretrained("sharpit-test/no-such-pipeline", cache_dir=tmp_path)
+        SharpItRefinePipeline.from_pretrained("sharpit-test/no-such-pipeline", cache_dir=tmp_path)
 
 
 def test_bad_local_folders_raise_path_errors(tmp_path, repos):
     _, unet = repos
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="VAE"):
-        SharpItPipeline.from_zero123plus(base=tmp_path / "empty", unet=unet)
+        SharpItRefinePipeline.from_zero123plus(base=tmp_path / "empty", unet=unet)
     with pytest.raises(AssetNotFoundError):
-        SharpItPipeline.from_pretrained(tmp_path / "does" / "not" / "exist")
+        SharpItRefinePipeline.from_pretrained(tmp_path / "does" / "not" / "exist")

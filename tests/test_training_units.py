@@ -190,7 +190,7 @@ def test_init_from_sharpit_refuses_a_zero123plus_repo(tmp_path):
     from training.models import load_training_pipeline
 
     repo = save_tiny_zero123plus_repo(tmp_path / "z")
-    with pytest.raises(CheckpointError, match="Zero123PlusPipeline checkpoint, not a SharpItPipeline"):
+    with pytest.raises(CheckpointError, match="Zero123PlusPipeline checkpoint, not a SharpItRefinePipeline"):
         load_training_pipeline(str(repo), "sharpit", "concat")
 
 

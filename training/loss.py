@@ -136,7 +136,7 @@ class UnconditionalBranch:
     Attributes:
         prompt_embeds: (1, 77, D) float32 embeddings of ``""``.
         condition_posterior: (1, 2C, h, w) float32 posterior of the ``null_condition`` image at the
-            training grids' size (:meth:`SharpItPipeline.null_condition_posterior`).
+            training grids' size (:meth:`SharpItRefinePipeline.null_condition_posterior`).
         condition_latent_space: the pipeline's ``condition_latent_space``.
         scaling_factor: the VAE's ``config.scaling_factor``.
     """

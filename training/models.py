@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from sharpit.errors import CheckpointError, ConfigError
-from sharpit.refine import SharpItPipeline, init_unet_from_zero123plus
-from sharpit.refine.loading import load_errors
+from sharpit.refine import SharpItRefinePipeline, init_unet_from_zero123plus
+from sharpit.sources import load_errors
 
 __all__ = ["load_training_pipeline"]
 
@@ -22,19 +22,19 @@ def _check_sharpit_folder(path: str) -> None:
         class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
     except json.JSONDecodeError as exc:
         raise CheckpointError(index, f"not valid JSON ({exc})") from exc
-    if class_name != SharpItPipeline.__name__:
-        raise CheckpointError(path, f"is a {class_name} checkpoint, not a {SharpItPipeline.__name__}; "
+    if class_name != SharpItRefinePipeline.__name__:
+        raise CheckpointError(path, f"is a {class_name} checkpoint, not a {SharpItRefinePipeline.__name__}; "
                                     "use init_from: zero123plus for a Zero123++ base model")
 
 
 def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_mode: str,
                            null_condition: Optional[str] = None, condition_latent_space: Optional[str] = None,
-                           ) -> SharpItPipeline:
+                           ) -> SharpItRefinePipeline:
     """The pipeline whose UNet training starts from (all components float32, on the CPU).
 
     Args:
         pretrained_model: a Zero123++ v1.2 folder or hub id (``init_from="zero123plus"``; its UNet
-            is widened to 8 input channels for ``"concat"``) or a saved ``SharpItPipeline``
+            is widened to 8 input channels for ``"concat"``) or a saved ``SharpItRefinePipeline``
             (``init_from="sharpit"``).
         init_from: ``"zero123plus"`` or ``"sharpit"``.
         conditioning_mode: ``"concat"`` or ``"reference"``; must match a Sharp-It checkpoint's UNet.
@@ -49,7 +49,7 @@ def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_m
     pretrained_model = os.fspath(pretrained_model)
     if init_from == "sharpit":
         _check_sharpit_folder(pretrained_model)
-        pipe = SharpItPipeline.from_pretrained(pretrained_model)
+        pipe = SharpItRefinePipeline.from_pretrained(pretrained_model)
         if pipe.conditioning_mode != conditioning_mode:
             raise CheckpointError(pretrained_model, f"holds a {pipe.conditioning_mode}-conditioned UNet but "
                                                     f"conditioning_mode is {conditioning_mode!r}")
@@ -68,7 +68,7 @@ def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_m
     if conditioning_mode == "concat":
         unet = init_unet_from_zero123plus(unet)
     try:
-        return SharpItPipeline.from_zero123plus(base=pretrained_model, unet=unet, conditioning_mode=conditioning_mode,
+        return SharpItRefinePipeline.from_zero123plus(base=pretrained_model, unet=unet, conditioning_mode=conditioning_mode,
                                                 null_condition=null_condition,
                                                 condition_latent_space=condition_latent_space or "raw")
     except ConfigError as exc:

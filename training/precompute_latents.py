@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from sharpit.atomic import atomic_path, check_writable_dir, write_bytes_atomic
 from sharpit.errors import CorruptFileError, InputError, OutputExistsError, SharpItError
-from sharpit.refine.loading import ZERO123PLUS_ID, load_errors
+from sharpit.refine.loading import ZERO123PLUS_ID
+from sharpit.sources import load_errors
 
 from .data import PairDataset
 from .latent_cache import CACHE_FORMAT, MANIFEST, cache_file_name, encoder_fingerprint, read_manifest, tensor_keys

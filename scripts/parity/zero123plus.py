@@ -18,7 +18,7 @@ rounded to float16 precision, so the stored float16 weights are exactly what ran
 draws its VAE posterior samples and its reference noise from torch's global RNG: here every such
 draw is routed through the one ``torch.Generator`` passed to the pipeline, in the order the
 official code draws them (condition sample, negative sample, initial noise, then per step the
-reference noise and the ancestral noise). ``SharpItPipeline`` called with a generator seeded the
+reference noise and the ancestral noise). ``SharpItRefinePipeline`` called with a generator seeded the
 same draws in that same order, so the same seed must give the same latents.
 
 Environment: a scratch venv outside the project with the project's versions (torch 2.13.0 CPU,

@@ -29,10 +29,12 @@ from ..atomic import atomic_path
 from ..errors import AssetNotFoundError, CorruptFileError, InputError, UnsupportedFormatError
 from ..safe_load import load_checkpoint
 
-__all__ = ["save_latents", "load_latents", "check_latents", "SHAP_E_LATENT_WIDTH"]
+__all__ = ["save_latents", "load_latents", "check_latents", "SHAP_E_LATENT_WIDTH", "LATENT_SUFFIXES"]
 
 #: Width of one ``openai/shap-e`` latent: 1024 tokens of 1024 channels, flattened.
 SHAP_E_LATENT_WIDTH = 1024 * 1024
+#: Suffixes of latent files: sharpit's ``.safetensors`` and Cap3D-style ``torch.save`` files.
+LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 _TENSOR_KEY = "latents"
 _JSON_KEYS = "sharpit_json_keys"

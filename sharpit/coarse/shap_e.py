@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
 from ..cameras import CameraBatch, VIEW_SIZE, zero123plus_cameras
-from ..errors import (AssetNotFoundError, CheckpointError, ConfigError, EmptySurfaceError, InputError,
-                      WeightsNotFoundError)
+from ..errors import AssetNotFoundError, ConfigError, EmptySurfaceError, InputError
 from ..mesh import Mesh, Similarity
+from ..sources import is_hub_id, load_errors
 from .fields import frame_mesh, load_latent_into_mlp, stf_fields, stf_mesh
 from .latents import check_latents
 from .nerf import render_latent_nerf
@@ -94,28 +93,20 @@ class ShapEGenerator:
         if torch_dtype is None:
             torch_dtype = torch.float16 if device.type == "cuda" else torch.float32
         source = os.fspath(path_or_hub_id)
-        local = Path(source).is_dir()
-        if not local and (Path(source).is_absolute() or source.startswith((".", "~")) or source.count("/") > 1):
+        if not os.path.exists(source) and not is_hub_id(source):
             raise AssetNotFoundError(source, "no such folder; pass a folder in the openai/shap-e layout "
                                              f"or the hub id {SHAP_E_HUB_ID!r}")
-
-        def load(what: str, fn):
-            try:
-                return fn()
-            except (OSError, ValueError) as exc:
-                if local:
-                    raise CheckpointError(source, f"cannot load the {what} component ({exc})") from exc
-                hint = f"(failed on the {what!r} component: {exc.__class__.__name__})"
-                raise WeightsNotFoundError(source, hint) from exc
-
-        prior = load("prior", lambda: PriorTransformer.from_pretrained(source, subfolder="prior",
-                                                                        torch_dtype=torch_dtype))
-        text_encoder = load("text_encoder", lambda: CLIPTextModelWithProjection.from_pretrained(
-            source, subfolder="text_encoder", dtype=torch_dtype))
-        tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"))
-        scheduler = load("scheduler", lambda: HeunDiscreteScheduler.from_pretrained(source, subfolder="scheduler"))
-        renderer = load("shap_e_renderer", lambda: ShapERenderer.from_pretrained(
-            source, subfolder="shap_e_renderer", torch_dtype=torch.float32))
+        with load_errors(source, "Shap-E prior"):
+            prior = PriorTransformer.from_pretrained(source, subfolder="prior", torch_dtype=torch_dtype)
+        with load_errors(source, "Shap-E text encoder"):
+            text_encoder = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder",
+                                                                       dtype=torch_dtype)
+        with load_errors(source, "Shap-E tokenizer"):
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+        with load_errors(source, "Shap-E scheduler"):
+            scheduler = HeunDiscreteScheduler.from_pretrained(source, subfolder="scheduler")
+        with load_errors(source, "Shap-E renderer"):
+            renderer = ShapERenderer.from_pretrained(source, subfolder="shap_e_renderer", torch_dtype=torch.float32)
         gen = cls(prior, text_encoder, tokenizer, scheduler, renderer, model_id=source)
         return gen.to(device)
 
@@ -127,6 +118,12 @@ class ShapEGenerator:
 
     @property
     def device(self) -> torch.device:
+        """Where sampling runs: the prior's device or, when accelerate's offload hooks manage the
+        prior (``SharpIt3DPipeline.enable_model_cpu_offload``), their execution device."""
+        for module in self.prior.modules():
+            device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+            if device is not None:
+                return torch.device(device)
         return self.prior.device
 
     @property

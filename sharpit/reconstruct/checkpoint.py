@@ -20,12 +20,12 @@ import torch
 
 from ..errors import AssetNotFoundError, CheckpointError, CorruptFileError, WeightsNotFoundError
 from ..safe_load import load_checkpoint
+from ..sources import is_hub_id
 from .config import CHECKPOINT_PREFIX, HUB_FILENAMES, HUB_REPO, IGNORED_KEY_SUBSTRINGS, VARIANTS
 
 __all__ = ["read_state_dict", "KeyReport", "compare_keys", "guess_variant", "resolve_checkpoint",
            "classic_vit_names", "read_vit_weights"]
 
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def read_state_dict(path: "os.PathLike[str] | str") -> Dict[str, torch.Tensor]:
@@ -124,7 +124,7 @@ def resolve_checkpoint(path_or_repo: "os.PathLike[str] | str", variant: str,
             raise AssetNotFoundError(path / str(filename), f"no checkpoint '{filename}' in this folder")
         return path / filename
     text = os.fspath(path_or_repo)
-    if not _REPO_ID.match(text) or text.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")):
+    if not is_hub_id(text):
         raise AssetNotFoundError(path)
     from huggingface_hub import hf_hub_download
 
@@ -181,7 +181,7 @@ def read_vit_weights(path_or_repo: "os.PathLike[str] | str") -> Tuple[Dict[str, 
     folder = Path(path_or_repo)
     candidates = [folder / f for f in _VIT_WEIGHT_FILES] if folder.is_dir() else []
     file = next((c for c in candidates if c.is_file()), None)
-    if file is None and not folder.is_dir() and _REPO_ID.match(os.fspath(path_or_repo)):
+    if file is None and is_hub_id(path_or_repo):
         from huggingface_hub import hf_hub_download
 
         errors = []

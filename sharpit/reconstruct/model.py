@@ -17,6 +17,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from .. import isosurface
 from ..cameras import CameraBatch, turntable_cameras
@@ -187,6 +188,7 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
         return ReconstructorOutput(planes=planes) if return_dict else (planes,)
 
     @torch.no_grad()
+    @apply_forward_hook
     def encode_views(self, views, cameras: Optional[Union[CameraBatch, torch.Tensor]] = None) -> torch.Tensor:
         """Any accepted views (see :func:`~sharpit.reconstruct.inputs.prepare_views`) and cameras
         (sharpit-frame :class:`CameraBatch`, default the v1.2 cameras) -> (B, 3, C, 64, 64) planes."""
@@ -195,6 +197,7 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
         return self(images.to(self.dtype), vec.to(self.dtype)).planes
 
     @torch.no_grad()
+    @apply_forward_hook
     def query(self, planes: torch.Tensor, points: torch.Tensor):
         """Density and colour at sharpit-frame points.
 
@@ -209,6 +212,7 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
 
     # -- meshes ---------------------------------------------------------------------------
     @torch.no_grad()
+    @apply_forward_hook
     def extract_mesh(self, planes: torch.Tensor, resolution: int = MESH_RESOLUTION,
                      threshold: float = MESH_THRESHOLD, chunk: int = 1 << 18) -> Mesh:
         """Marching cubes on the density over the triplane box, with vertex colours.
@@ -232,6 +236,7 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
         return mesh.transformed(TRIPLANE_TO_SHARPIT)
 
     @torch.no_grad()
+    @apply_forward_hook
     def reconstruct(self, views, cameras: Optional[Union[CameraBatch, torch.Tensor]] = None,
                     resolution: int = MESH_RESOLUTION, threshold: float = MESH_THRESHOLD,
                     texture: bool = False, texture_size: int = 1024,
@@ -260,6 +265,7 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
 
     # -- rendering ------------------------------------------------------------------------
     @torch.no_grad()
+    @apply_forward_hook
     def render_novel_views(self, views=None, planes: Optional[torch.Tensor] = None,
                            cameras: Optional[CameraBatch] = None, size: int = 320,
                            view_cameras: Optional[Union[CameraBatch, torch.Tensor]] = None,

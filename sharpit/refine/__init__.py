@@ -1,7 +1,7 @@
 """The refine stage: Sharp-It's multi-view diffusion refiner (a diffusers pipeline).
 
-Public API: :class:`SharpItPipeline` (Sharp-It refiner, and stock Zero123++ through
-``SharpItPipeline.from_zero123plus(base, unet=None)``), :class:`SharpItPipelineOutput`, the Zero123++
+Public API: :class:`SharpItRefinePipeline` (Sharp-It refiner; ``SharpItPipeline`` is its deprecated old name, and stock Zero123++ through
+``SharpItRefinePipeline.from_zero123plus(base, unet=None)``), :class:`SharpItRefinePipelineOutput`, the Zero123++
 scalings (:mod:`sharpit.refine.scaling`), the shared encoders and the unconditional branch of
 :mod:`sharpit.refine.conditioning`, reference attention, and :func:`init_unet_from_zero123plus`.
 """
@@ -12,7 +12,7 @@ from .conditioning import (CONDITION_LATENT_SPACES, NULL_CONDITION_PIXELS, NULL_
                            sample_condition_latents, vae_posterior, vae_precision)
 from .denoise import CONDITIONING_MODES, conditioned_unet_forward, resolve_conditioning_mode
 from .loading import SHARP_IT_UNET_ID, ZERO123PLUS_ID
-from .pipeline import (DEFAULT_NULL_CONDITION, ZERO123PLUS_BACKGROUND, SharpItPipeline, SharpItPipelineOutput,
+from .pipeline import (DEFAULT_NULL_CONDITION, ZERO123PLUS_BACKGROUND, SharpItRefinePipeline, SharpItRefinePipelineOutput,
                        coerce_condition, coerce_condition_images)
 from .reference_attention import (ReferenceAttnProcessor, ReferenceBank, disable_reference_attention,
                                   enable_reference_attention, noise_reference_latents, reference_unet_forward)
@@ -21,7 +21,7 @@ from .scaling import (IMAGE_SCALE, LATENT_SCALE, LATENT_SHIFT, pixels_to_vae_inp
 from .unet_init import init_unet_from_zero123plus
 
 __all__ = [
-    "SharpItPipeline", "SharpItPipelineOutput", "coerce_condition", "coerce_condition_images",
+    "SharpItRefinePipeline", "SharpItRefinePipelineOutput", "coerce_condition", "coerce_condition_images",
     "DEFAULT_NULL_CONDITION", "ZERO123PLUS_BACKGROUND",
     "init_unet_from_zero123plus",
     "IMAGE_SCALE", "LATENT_SHIFT", "LATENT_SCALE", "scale_image", "unscale_image", "scale_latents",
@@ -35,3 +35,10 @@ __all__ = [
     "noise_reference_latents", "reference_unet_forward",
     "ZERO123PLUS_ID", "SHARP_IT_UNET_ID",
 ]
+
+
+def __getattr__(name: str):
+    """Deprecated names of the first release (``SharpItPipeline``, ...): warn and return the new class."""
+    from . import pipeline
+
+    return pipeline.__getattr__(name)

@@ -9,7 +9,7 @@ Spaces (see :mod:`sharpit.refine.scaling`):
 * *posterior*: ``vae.encode(vae_input).latent_dist.parameters``, (B, 2 * 4, h, w): mean and
   log-variance along channels, before any random draw;
 * *condition latents*: a posterior sample in one of :data:`CONDITION_LATENT_SPACES` (a named,
-  saved setting of :class:`~sharpit.refine.SharpItPipeline`):
+  saved setting of :class:`~sharpit.refine.SharpItRefinePipeline`):
 
   - ``"raw"``: the sample itself, no ``scaling_factor``, no latent scaling. Zero123++'s reference
     latent is this (``diffusers-support/pipeline.py``, ``Zero123PlusPipeline.encode_condition_image``:

@@ -14,16 +14,14 @@ time, so the base repository's custom pipeline class is never imported:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from typing import Optional
 
-from huggingface_hub.errors import HFValidationError, HfHubHTTPError
+from ..errors import CheckpointError
+from ..sources import load_errors
 
-from ..errors import AssetNotFoundError, CheckpointError, SharpItError, WeightsNotFoundError
-
-__all__ = ["ZERO123PLUS_ID", "SHARP_IT_UNET_ID", "SharpItLoadingMixin", "load_errors"]
+__all__ = ["ZERO123PLUS_ID", "SHARP_IT_UNET_ID", "SharpItLoadingMixin"]
 
 #: Hub id of the base model whose VAE, text encoder, tokenizer and scheduler Sharp-It uses.
 ZERO123PLUS_ID = "sudo-ai/zero123plus-v1.2"
@@ -36,36 +34,8 @@ _HUB_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "force_down
 MIGRATED_SETTINGS = ("null_condition", "condition_latent_space")
 
 
-def _looks_like_path(name: str) -> bool:
-    return os.path.isabs(name) or name.startswith(".") or name.count("/") > 1 or os.sep in name.replace("/", "")
-
-
-@contextlib.contextmanager
-def load_errors(name, what: str):
-    """Map loader failures for ``name`` to sharpit errors.
-
-    A local directory that is incomplete or corrupt raises :class:`CheckpointError`; a path that
-    does not exist raises :class:`AssetNotFoundError`; a hub id that cannot be fetched (offline,
-    missing from the cache) raises :class:`WeightsNotFoundError` naming the id.
-    """
-    name = os.fspath(name)
-    try:
-        yield
-    except SharpItError:
-        raise
-    except (OSError, ValueError, HfHubHTTPError) as exc:
-        if os.path.isdir(name):
-            raise CheckpointError(name, f"cannot load the {what}: {exc}") from exc
-        if _looks_like_path(name) or (isinstance(exc, HFValidationError) and not os.path.exists(name)):
-            raise AssetNotFoundError(name, f"no such directory for the {what}; pass a local "
-                                           "folder or a Hugging Face hub id") from exc
-        if isinstance(exc, ValueError) and not isinstance(exc, HFValidationError):
-            raise
-        raise WeightsNotFoundError(name, f"({what}; underlying error: {type(exc).__name__}: {exc})") from exc
-
-
 class SharpItLoadingMixin:
-    """``from_pretrained`` with sharpit errors, and ``from_zero123plus``; mixed into SharpItPipeline."""
+    """``from_pretrained`` with sharpit errors, and ``from_zero123plus``; mixed into SharpItRefinePipeline."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -117,7 +87,7 @@ class SharpItLoadingMixin:
                 Set it for a Zero123++ fine-tune trained with it (e.g. InstantMesh's UNet).
             hub_kwargs: ``cache_dir``, ``revision``, ``local_files_only``, ``token``, ... passed to every loader.
         Returns:
-            A :class:`SharpItPipeline` with an EulerAncestral scheduler (trailing spacing, v-prediction)
+            A :class:`SharpItRefinePipeline` with an EulerAncestral scheduler (trailing spacing, v-prediction)
             built from the base scheduler's config.
         """
         from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel

@@ -1,4 +1,4 @@
-"""SharpItPipeline: refine a coarse 3x2 multi-view grid into a sharp, view-consistent one."""
+"""SharpItRefinePipeline: refine a coarse 3x2 multi-view grid into a sharp, view-consistent one."""
 
 from __future__ import annotations
 
@@ -25,8 +25,24 @@ from .denoise import conditioned_unet_forward, resolve_conditioning_mode
 from .loading import SharpItLoadingMixin
 from .reference_attention import disable_reference_attention
 
-__all__ = ["SharpItPipeline", "SharpItPipelineOutput", "coerce_condition", "coerce_condition_images",
+__all__ = ["SharpItRefinePipeline", "SharpItRefinePipelineOutput", "coerce_condition", "coerce_condition_images",
            "DEFAULT_NULL_CONDITION", "ZERO123PLUS_BACKGROUND"]
+
+#: Names of the first release, kept for one release: importing them warns (FutureWarning).
+DEPRECATED_NAMES = {"SharpItPipeline": "SharpItRefinePipeline",
+                    "SharpItPipelineOutput": "SharpItRefinePipelineOutput"}
+
+
+def __getattr__(name: str):
+    """``SharpItPipeline`` and ``SharpItPipelineOutput``: deprecated aliases of the refiner's classes
+    (renamed so that the refiner is not confused with :class:`~sharpit.pipeline.SharpIt3DPipeline`)."""
+    if name in DEPRECATED_NAMES:
+        new = DEPRECATED_NAMES[name]
+        warnings.warn(f"sharpit: {name} was renamed {new} (the multi-view refiner; the whole text-to-mesh chain is "
+                      f"SharpIt3DPipeline); the old name will be removed in the next release", FutureWarning,
+                      stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _OUTPUT_TYPES = ("pil", "pt", "np", "latent")
 
@@ -47,8 +63,8 @@ ZERO123PLUS_BACKGROUND = 127
 
 
 @dataclass
-class SharpItPipelineOutput(BaseOutput):
-    """Output of :class:`SharpItPipeline`.
+class SharpItRefinePipelineOutput(BaseOutput):
+    """Output of :class:`SharpItRefinePipeline`.
 
     Attributes:
         images: per ``output_type``: ``"pil"`` a list of B 640x960 RGB grids; ``"pt"`` a
@@ -129,7 +145,7 @@ def coerce_condition_images(images) -> List[Image.Image]:
     return [_zero123plus_rgb(tensor_to_pil(im)) for im in (images if images.ndim == 4 else images[None])]
 
 
-class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
+class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
     r"""Multi-view refiner of Sharp-It: coarse 3x2 grid + prompt -> refined 3x2 grid; also stock Zero123++.
 
     Components: ``vae`` (AutoencoderKL), ``text_encoder`` (CLIPTextModel), ``tokenizer``
@@ -307,7 +323,7 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         else:
             if self.feature_extractor_vae is None:
                 raise InputError("single condition images need the feature_extractor_vae of Zero123++ "
-                                 "(SharpItPipeline.from_zero123plus(..., global_embedding=True)); pass 3x2 grids")
+                                 "(SharpItRefinePipeline.from_zero123plus(..., global_embedding=True)); pass 3x2 grids")
             vae_input = self.feature_extractor_vae(images=condition, return_tensors="pt").pixel_values
             posterior = vae_posterior(self.vae, vae_input, device)
         cond = sample_condition_latents(posterior, generator, self.config.condition_latent_space,
@@ -411,7 +427,7 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         if self.feature_extractor_vae is None or self.conditioning_mode != "reference":
             raise InputError("condition must be a 3x2 grid (height:width = 3:2, e.g. 960x640); single condition "
                              "images need stock Zero123++ (reference mode with its feature extractors: "
-                             "SharpItPipeline.from_zero123plus(base, unet=None))")
+                             "SharpItRefinePipeline.from_zero123plus(base, unet=None))")
         return None, coerce_condition_images(condition)
 
     @torch.no_grad()
@@ -428,7 +444,7 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         seed: Optional[int] = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Optional[Callable[["SharpItPipeline", int, torch.Tensor, Dict], Dict]] = None,
+        callback_on_step_end: Optional[Callable[["SharpItRefinePipeline", int, torch.Tensor, Dict], Dict]] = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ):
         r"""Refine coarse grid(s), or run stock Zero123++ on condition image(s).
@@ -452,11 +468,11 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
             generator / seed: randomness, drawn in this order: condition posterior sample(s), null
                 condition sample(s), initial noise, SDEdit init posterior sample, then per step the
                 reference noise (reference mode) and the ancestral noise (Zero123++'s order).
-            output_type: ``"pil"``, ``"pt"``, ``"np"`` or ``"latent"`` (see :class:`SharpItPipelineOutput`).
+            output_type: ``"pil"``, ``"pt"``, ``"np"`` or ``"latent"`` (see :class:`SharpItRefinePipelineOutput`).
             callback_on_step_end: ``f(pipe, step, timestep, tensors) -> dict`` after each step; the
                 returned dict may replace the tensors named in ``callback_on_step_end_tensor_inputs``.
         Returns:
-            :class:`SharpItPipelineOutput`, or ``(images, views)`` when ``return_dict`` is False.
+            :class:`SharpItRefinePipelineOutput`, or ``(images, views)`` when ``return_dict`` is False.
         """
         self._check_args(num_inference_steps, guidance_scale, strength, output_type, generator, seed)
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
@@ -518,7 +534,7 @@ class SharpItPipeline(SharpItLoadingMixin, DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, views
-        return SharpItPipelineOutput(images=images, views=views)
+        return SharpItRefinePipelineOutput(images=images, views=views)
 
     def _postprocess(self, latents: torch.Tensor, output_type: str):
         if output_type == "latent":

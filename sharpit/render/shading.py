@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..colors import NEUTRAL_GREY
+
 __all__ = ["face_normals", "vertex_normals", "sample_texture", "lambertian", "NEUTRAL_GREY",
            "AMBIENT"]
 
-#: Albedo of meshes that have neither vertex colours nor a texture.
-NEUTRAL_GREY = 0.7
 #: Ambient share of the lambertian shading: ``AMBIENT + (1 - AMBIENT) * |n . l|``.
 AMBIENT = 0.3
 

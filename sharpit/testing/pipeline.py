@@ -14,10 +14,17 @@ import torch
 
 from ..atomic import atomic_dir
 
-__all__ = ["save_tiny_models", "smoke_reconstructor", "TINY_LAYOUT_VERSION"]
+__all__ = ["save_tiny_models", "smoke_reconstructor", "tiny_cache_dir", "TINY_LAYOUT_VERSION"]
 
 #: Bump when a tiny builder changes, so cached tiny models are rebuilt.
 TINY_LAYOUT_VERSION = 1
+
+
+def tiny_cache_dir() -> Path:
+    """Where tiny models are kept by default (``$SHARPIT_CACHE/tiny-models``, else
+    ``~/.cache/sharpit/tiny-models``)."""
+    base = os.environ.get("SHARPIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sharpit")
+    return Path(base) / "tiny-models"
 
 
 def smoke_reconstructor(seed: int = 0, radius: float = 0.6, steepness: float = 4.0,

@@ -1,6 +1,6 @@
 """Tiny random refiner components saved in the on-disk layouts of the real checkpoints.
 
-* :func:`save_tiny_sharpit_pipeline`: a ``SharpItPipeline.save_pretrained`` folder
+* :func:`save_tiny_sharpit_pipeline`: a ``SharpItRefinePipeline.save_pretrained`` folder
   (``model_index.json``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``unet/``, ``scheduler/``).
 * :func:`save_tiny_zero123plus_repo`: a folder laid out like ``sudo-ai/zero123plus-v1.2``: a
   ``model_index.json`` naming the custom ``Zero123PlusPipeline`` class, and ``vae/``,
@@ -102,15 +102,15 @@ def tiny_scheduler():
 
 
 def tiny_sharpit_pipeline(mode: str = "concat", seed: int = 0):
-    """A :class:`~sharpit.refine.SharpItPipeline` of tiny random components (``mode``: concat|reference)."""
+    """A :class:`~sharpit.refine.SharpItRefinePipeline` of tiny random components (``mode``: concat|reference)."""
     from transformers import CLIPTokenizer
 
-    from ..refine import SharpItPipeline
+    from ..refine import SharpItRefinePipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = CLIPTokenizer.from_pretrained(str(save_tiny_clip_tokenizer(tmp)))
     unet = tiny_unet(8 if mode == "concat" else 4, seed)
-    return SharpItPipeline(vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=tokenizer,
+    return SharpItRefinePipeline(vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed), tokenizer=tokenizer,
                            unet=unet, scheduler=tiny_scheduler())
 
 
@@ -143,7 +143,7 @@ def save_tiny_zero123plus_repo(directory: PathLike, seed: int = 0) -> Path:
     The feature extractors carry the real preprocessor configs (CLIP: resize and centre-crop to
     224, CLIP statistics; VAE: 512, mean 0.5, std 0.8), and the vision encoder takes the CLIP
     processor's 224x224 crops, so the official ``Zero123PlusPipeline`` and
-    ``SharpItPipeline.from_zero123plus(repo, unet=None)`` both run on it.
+    ``SharpItRefinePipeline.from_zero123plus(repo, unet=None)`` both run on it.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

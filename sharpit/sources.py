@@ -1,0 +1,62 @@
+"""Where model weights come from: a local folder or file, or a Hugging Face hub id.
+
+One rule for every loader in sharpit (Shap-E, the refiner, the reconstructor, the whole pipeline):
+
+* an existing path is local;
+* ``owner/name`` or ``name`` (letters, digits, ``-``, ``_``, ``.``) that does not exist locally is a hub id,
+  unless it ends in a weight-file suffix (``x/model.ckpt`` is a missing file, not a repository);
+* anything else (absolute, ``./``, ``~``, more than one ``/``) is a local path that does not exist.
+
+:func:`load_errors` maps what loaders raise to sharpit's errors with that rule: a broken local
+folder is a :class:`~sharpit.errors.CheckpointError`, a missing path an
+:class:`~sharpit.errors.AssetNotFoundError`, and a hub id that cannot be fetched (offline, not
+cached) a :class:`~sharpit.errors.WeightsNotFoundError` naming the id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+
+from .errors import AssetNotFoundError, CheckpointError, SharpItError, WeightsNotFoundError
+
+__all__ = ["is_hub_id", "load_errors", "WEIGHT_SUFFIXES"]
+
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+#: Suffixes of single weight files; a name ending in one of them is never a hub repository.
+WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
+
+
+def is_hub_id(source: "os.PathLike[str] | str") -> bool:
+    """True when ``source`` does not exist locally and reads as a hub id (``owner/name`` or ``name``)."""
+    text = os.fspath(source)
+    return (not os.path.exists(text) and bool(_HUB_ID.match(text))
+            and not text.lower().endswith(WEIGHT_SUFFIXES))
+
+
+@contextlib.contextmanager
+def load_errors(source: "os.PathLike[str] | str", what: str):
+    """Turn a loader's failure for ``source`` into a sharpit error that names ``what`` was loading.
+
+    Raises:
+        CheckpointError: ``source`` is a local folder or file that is incomplete or corrupt.
+        AssetNotFoundError: ``source`` is a path that does not exist.
+        WeightsNotFoundError: ``source`` is a hub id that cannot be fetched.
+    """
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError
+
+    name = os.fspath(source)
+    try:
+        yield
+    except SharpItError:
+        raise
+    except (OSError, ValueError, HfHubHTTPError) as exc:
+        if os.path.exists(name):
+            raise CheckpointError(name, f"cannot load the {what}: {exc}") from exc
+        if not is_hub_id(name):
+            raise AssetNotFoundError(name, f"no such folder for the {what}; pass a local folder or a Hugging Face "
+                                           "hub id") from exc
+        if isinstance(exc, ValueError) and not isinstance(exc, HFValidationError):
+            raise
+        raise WeightsNotFoundError(name, f"({what}; underlying error: {type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,213 @@
+"""SharpIt3DPipeline as a diffusers pipeline: one saved folder, reload with identical outputs,
+dtype moves, model CPU offload, options, generators, callbacks, and the deprecated names."""
+
+import json
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from sharpit import (AssetNotFoundError, CheckpointError, ConfigError, InputError, SharpIt3DPipeline,
+                     WeightsNotFoundError)
+from sharpit.options import TINY_OPTIONS, GenerationOptions, OptionError
+from sharpit.result import SharpIt3DPipelineOutput
+
+FAST = dict(coarse_steps=2, refine_steps=2, coarse_grid_size=24, mesh_resolution=32)
+
+
+def _quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_dir):
+    return _quiet(SharpIt3DPipeline.from_tiny(tiny_dir))
+
+
+@pytest.fixture(scope="module")
+def result(pipe):
+    return pipe.generate("a red chair", seed=5, **FAST)
+
+
+@pytest.fixture(scope="module")
+def saved(pipe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "sharpit-3d"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _same(a, b):
+    assert torch.equal(a.mesh.vertices, b.mesh.vertices) and torch.equal(a.mesh.faces, b.mesh.faces)
+    assert list(a.refined_grid.getdata()) == list(b.refined_grid.getdata())
+    assert torch.equal(a.latent, b.latent)
+
+
+def test_save_pretrained_writes_one_diffusers_folder(saved):
+    index = json.loads((saved / "model_index.json").read_text())
+    assert index["_class_name"] == "SharpIt3DPipeline"
+    for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "reconstructor", "prior",
+                 "prior_text_encoder", "prior_tokenizer", "prior_scheduler", "shap_e_renderer"):
+        assert (saved / name).is_dir(), name
+        assert index[name][0] is not None
+    assert index["reconstructor"] == ["sharpit.reconstruct.model", "InstantMeshReconstructor"]
+    assert index["vision_encoder"] == [None, None]          # optional, absent for Sharp-It
+    assert index["null_condition"] == "black" and index["condition_latent_space"] == "raw"
+    assert index["generation_defaults"] == TINY_OPTIONS.to_dict()
+    assert list((saved / "reconstructor").glob("*.safetensors"))
+
+
+def test_reload_gives_identical_outputs_for_a_seed(saved, result):
+    reloaded = _quiet(SharpIt3DPipeline.from_pretrained(saved))
+    assert reloaded.config.generation_defaults == TINY_OPTIONS.to_dict()
+    again = reloaded.generate("a red chair", seed=5, **FAST)
+    _same(result, again)
+    assert again.models["pipeline"] == str(saved)
+    assert again.models["tiny"] == "random weights (smoke test)"
+
+
+def test_model_cpu_offload_gives_the_same_outputs(saved, result):
+    offloaded = _quiet(SharpIt3DPipeline.from_pretrained(saved))
+    offloaded.enable_model_cpu_offload(device="cpu")   # the hooks' logic, on the only device here
+    assert hasattr(offloaded.unet, "_hf_hook") and hasattr(offloaded.reconstructor, "_hf_hook")
+    _same(result, offloaded.generate("a red chair", seed=5, **FAST))
+
+
+def test_to_dtype_keeps_the_shap_e_renderer_float32(saved):
+    half = SharpIt3DPipeline.from_pretrained(saved, torch_dtype=torch.float16)
+    assert half.unet.dtype == torch.float16 and half.prior.dtype == torch.float16
+    assert half.shap_e_renderer.dtype == torch.float32
+    back = half.to(torch.bfloat16)
+    assert back is half and half.reconstructor.dtype == torch.bfloat16
+    assert half.shap_e_renderer.dtype == torch.float32
+
+
+def test_load_errors_name_the_source(saved, tmp_path):
+    with pytest.raises(AssetNotFoundError):
+        SharpIt3DPipeline.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(WeightsNotFoundError, match="nobody/no-such-pipeline"):
+        SharpIt3DPipeline.from_pretrained("nobody/no-such-pipeline")
+    broken = tmp_path / "broken"
+    shutil.copytree(saved, broken)
+    shutil.rmtree(broken / "unet")
+    with pytest.raises(CheckpointError, match="broken"):
+        SharpIt3DPipeline.from_pretrained(broken)
+
+
+def test_output_is_a_base_output(result):
+    assert isinstance(result, SharpIt3DPipelineOutput)
+    assert result["mesh"] is result.mesh and result.to_tuple()[0] == "a red chair"
+    assert result.parameters["refine_steps"] == 2 and result.parameters["mode"] == "generate"
+
+
+def test_call_generator_and_callbacks(pipe, result):
+    steps = []
+
+    def on_step(refiner, i, t, tensors):
+        steps.append(i)
+        return tensors
+
+    called = pipe("a red chair", seed=5, callback_on_step_end=on_step, **FAST)
+    _same(result, called)                      # pipe(prompt) is generate
+    assert steps == [0, 1]
+    a = pipe.generate("a red chair", generator=torch.Generator().manual_seed(7), **FAST)
+    b = pipe.generate("a red chair", generator=torch.Generator().manual_seed(7), **FAST)
+    _same(a, b)
+    assert a.seed == b.seed
+    with pytest.raises(InputError, match="seed or generator"):
+        pipe.generate("a red chair", seed=1, generator=torch.Generator(), **FAST)
+
+
+def test_options_validate_before_any_model_runs(pipe, monkeypatch):
+    monkeypatch.setattr(pipe.coarse, "sample_latents", lambda *a, **k: pytest.fail("a model ran"))
+    for bad, match in [(dict(refine_steps=0), "refine_steps must be an integer >= 1"),
+                       (dict(guidance_scale=-1.0), "guidance_scale must be a finite number >= 0"),
+                       (dict(strength=1.5), r"strength must be a finite number in \(0.0, 1.0\]"),
+                       (dict(mesh_resolution=2), "mesh_resolution"),
+                       (dict(refine_step=3), "refine_step is not a generation option")]:
+        with pytest.raises(OptionError, match=match):
+            pipe.generate("a chair", seed=0, **bad)
+    with pytest.raises(InputError, match="options must be a sharpit.GenerationOptions"):
+        pipe.generate("a chair", options={"refine_steps": 3})
+
+
+def test_options_objects_and_saved_defaults(tiny_dir, tmp_path):
+    opts = GenerationOptions(refine_steps=30)
+    assert opts.replace(guidance_scale=3).guidance_scale == 3.0 and opts.replace().refine_steps == 30
+    assert GenerationOptions.from_dict(opts.to_dict()) == opts
+    fresh = SharpIt3DPipeline.from_tiny(tiny_dir)
+    fresh.set_default_options(refine_steps=3)
+    assert fresh.default_options == TINY_OPTIONS.replace(refine_steps=3)
+    fresh.save_pretrained(tmp_path / "p")
+    assert SharpIt3DPipeline.from_pretrained(tmp_path / "p").default_options.refine_steps == 3
+
+
+def test_progress_bar_config_reaches_every_stage(pipe, result):
+    assert pipe.refiner._progress_bar_config == {"disable": True}
+    assert pipe.coarse._progress_kwargs == {"disable": True}
+
+
+def test_stages_share_the_pipelines_modules(pipe):
+    assert pipe.refiner.unet is pipe.unet and pipe.coarse.prior is pipe.prior
+    assert pipe.refiner is pipe.refiner                                  # built once
+    assert pipe.refiner.config.null_condition == pipe.config.null_condition
+
+
+def test_edit_only_pipeline_saves_and_loads(pipe, tmp_path):
+    parts = {k: v for k, v in pipe.components.items() if not k.startswith(("prior", "shap_e"))}
+    edit_only = SharpIt3DPipeline(**parts)
+    assert edit_only.coarse is None
+    with pytest.raises(InputError, match="without Shap-E"):
+        edit_only.generate("a chair")
+    edit_only.save_pretrained(tmp_path / "edit-only")
+    assert SharpIt3DPipeline.from_pretrained(tmp_path / "edit-only").coarse is None
+    with pytest.raises(ConfigError, match="missing prior_scheduler"):
+        SharpIt3DPipeline(**parts, prior=pipe.prior, prior_text_encoder=pipe.prior_text_encoder,
+                          prior_tokenizer=pipe.prior_tokenizer, shap_e_renderer=pipe.shap_e_renderer)
+
+
+def test_old_refiner_name_is_a_deprecated_alias():
+    import sharpit
+    from sharpit.refine import SharpItRefinePipeline
+
+    with pytest.warns(FutureWarning, match="renamed SharpItRefinePipeline"):
+        from sharpit.refine import SharpItPipeline
+    assert SharpItPipeline is SharpItRefinePipeline
+    with pytest.warns(FutureWarning):
+        assert sharpit.SharpItPipeline is SharpItRefinePipeline
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sharpit.SharpItRefinePipeline is SharpItRefinePipeline
+
+
+def test_cli_runs_a_saved_pipeline_folder(saved, tmp_path, capsys):
+    from inference import generate
+
+    out = tmp_path / "chair"
+    assert generate.main(["--prompt", "a chair", "--out", str(out), "--pipeline", str(saved), "--dtype", "fp32",
+                          "--refine-steps", "2", "--coarse-steps", "2", "--mesh-resolution", "32"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["models"]["pipeline"] == str(saved)
+    assert meta["parameters"]["coarse_grid_size"] == TINY_OPTIONS.coarse_grid_size   # the folder's saved default
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--refine-steps", "0"], "--refine-steps must be an integer >= 1"),
+    (["--guidance-scale", "-1"], "--guidance-scale must be a finite number >= 0"),
+    (["--strength", "0"], "--strength must be a finite number in (0.0, 1.0]"),
+    (["--mesh-resolution", "0"], "--mesh-resolution must be an integer >= 8"),
+    (["--coarse-steps", "0"], "--coarse-steps must be an integer >= 1"),
+])
+def test_cli_option_errors_name_the_flag(flags, needle, tmp_path, capsys):
+    from inference import generate
+
+    assert generate.main(["--prompt", "a chair", "--out", str(tmp_path / "o"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
