@@ -181,8 +181,8 @@ def test_killed_and_resumed_run_is_bit_identical(workdir, pairs, straight_run):
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     # the checkpoint restores the optimiser too: a second 20-step checkpoint matches the straight run's
-    opt_a = torch.load(workdir / "straight" / "checkpoint-20" / "optimizer.pt", weights_only=True)
-    opt_b = torch.load(out / "checkpoint-20" / "optimizer.pt", weights_only=True)
+    opt_a = torch.load(workdir / "straight" / "checkpoint-20" / "optimizer.bin", weights_only=True)
+    opt_b = torch.load(out / "checkpoint-20" / "optimizer.bin", weights_only=True)
     assert all(torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"]) for i in opt_a["state"])
 
 

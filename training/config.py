@@ -49,8 +49,13 @@ class TrainConfig:
         optimisation: AdamW (``use_8bit_adam`` needs bitsandbytes), ``lr_scheduler`` from diffusers'
             ``get_scheduler``, ``max_grad_norm`` clipping, ``cfg_drop`` the fraction of samples
             trained unconditionally (prompt "" and the ``null_condition`` image's latent).
-        checkpoints: every ``checkpointing_steps`` optimiser steps in ``output_dir/checkpoint-<step>``;
-            ``resume_from_checkpoint`` is a checkpoint folder or ``"latest"``.
+        checkpoints: every ``checkpointing_steps`` optimiser steps in ``output_dir/checkpoint-<step>``
+            (``checkpoints_total_limit`` keeps that many, newest first); ``resume_from_checkpoint``
+            is a checkpoint folder or ``"latest"``. A resume refuses another number of processes,
+            ``train_batch_size`` or ``gradient_accumulation_steps`` than the checkpoint's unless
+            ``allow_reshape``, which continues from the same number of samples seen.
+        faults: ``skip_corrupt_shards`` leaves out (and logs) the pairs of shards that fail the
+            start-up integrity check instead of stopping.
     """
 
     # model
@@ -65,6 +70,7 @@ class TrainConfig:
     precomputed_latents: Optional[str] = None
     tile_size: Optional[int] = None
     dataloader_num_workers: int = 2
+    skip_corrupt_shards: bool = False
     # output
     output_dir: str = "sharpit-finetuned"
     overwrite_output_dir: bool = False
@@ -93,6 +99,7 @@ class TrainConfig:
     checkpointing_steps: int = 5000
     checkpoints_total_limit: Optional[int] = None
     resume_from_checkpoint: Optional[str] = None
+    allow_reshape: bool = False
     # validation and logging
     validation_steps: int = 5000
     num_validation_samples: int = 2

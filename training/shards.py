@@ -33,9 +33,10 @@ from sharpit.errors import CorruptFileError, InputError
 from sharpit.grid import GRID_COLS, GRID_ROWS, pil_to_tensor, tensor_to_pil
 
 __all__ = ["IndexEntry", "ShardWriter", "read_index", "finished_ids", "log_failure", "decode_png",
-           "encode_png", "check_grid", "read_member"]
+           "encode_png", "check_grid", "read_member", "scan_shards"]
 
 _INDEX_GLOB = "index-r*.jsonl"
+_TAR_BLOCK = 512  # tar headers and data are laid out in blocks; two zero blocks end the archive
 _SHARD_RE = re.compile(r"^pairs-r(\d+)-(\d+)\.tar$")
 
 
@@ -188,8 +189,85 @@ def finished_ids(root) -> set:
 
 
 def read_member(root: Path, entry: IndexEntry, which: str) -> bytes:
-    """Raw PNG bytes of ``entry``'s ``which`` ("target" or "coarse") grid."""
+    """Raw PNG bytes of ``entry``'s ``which`` ("target" or "coarse") grid.
+
+    Raises:
+        CorruptFileError: the shard ends before the member does.
+    """
     offset, size = getattr(entry, which)
     with open(root / entry.shard, "rb") as f:
         f.seek(offset)
-        return f.read(size)
+        data = f.read(size)
+    if len(data) != size:
+        raise CorruptFileError(root / entry.shard, f"truncated: the {which} grid of {entry.object_id!r} needs bytes "
+                                                   f"{offset}..{offset + size} but the file ends at "
+                                                   f"{offset + len(data)}")
+    return data
+
+
+def _round_up(n: int) -> int:
+    return -(-n // _TAR_BLOCK) * _TAR_BLOCK
+
+
+def _shard_problem(path: Path, entries: List[IndexEntry]) -> str:
+    """Why the tar ``path`` cannot serve ``entries`` ("" when it can).
+
+    Cheap: one stat, then from the end of the last indexed member a walk over the few tar headers
+    that follow (the last object's .json) to the end-of-archive marker, two zero blocks that a
+    cut-short write or copy lacks. Nothing is decoded.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing (listed in the index but not on disk)"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    end = 0
+    for entry in entries:
+        for which in ("target", "coarse"):
+            offset, length = getattr(entry, which)
+            if offset < _TAR_BLOCK or offset + length > size:
+                return (f"truncated: the {which} grid of {entry.object_id!r} needs bytes {offset}..{offset + length} "
+                        f"but the file has {size}")
+            end = max(end, offset + length)
+    position = _round_up(end)
+    try:
+        with open(path, "rb") as f:
+            for _ in range(64):  # the members after the last indexed one: normally one .json
+                f.seek(position)
+                block = f.read(_TAR_BLOCK)
+                if len(block) < _TAR_BLOCK:
+                    return f"truncated: the tar ends at byte {size} without its end-of-archive marker"
+                if block.count(0) == _TAR_BLOCK:
+                    if f.read(_TAR_BLOCK).count(0) != _TAR_BLOCK:
+                        return f"truncated: the tar ends at byte {size} without its end-of-archive marker"
+                    return ""
+                try:
+                    info = tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+                except tarfile.HeaderError as exc:
+                    return f"damaged: no valid tar header at byte {position} ({exc})"
+                position += _TAR_BLOCK + _round_up(info.size)
+                if position > size:
+                    return f"truncated: member {info.name!r} ends after the end of the file ({size} bytes)"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return ""
+
+
+def scan_shards(root, entries: Iterable[IndexEntry]) -> Dict[str, str]:
+    """Check that every shard the ``entries`` use is whole: ``{shard name: problem}`` of those that are not.
+
+    A shard is whole when it exists, every indexed member lies inside the file, and the members
+    after the last indexed one lead to the tar's end-of-archive marker (two zero blocks), which a
+    cut-short copy or write lacks.
+    """
+    root = Path(root)
+    by_shard: Dict[str, List[IndexEntry]] = {}
+    for entry in entries:
+        by_shard.setdefault(entry.shard, []).append(entry)
+    problems = {}
+    for shard, members in sorted(by_shard.items()):
+        problem = _shard_problem(root / shard, members)
+        if problem:
+            problems[shard] = problem
+    return problems
