@@ -12,20 +12,19 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from sharpit.errors import AssetNotFoundError, InputError, SharpItError, WeightsNotFoundError
+from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, InputError,
+                            OutputExistsError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
 
-EXIT_BAD_INPUT = 2
-EXIT_NO_WEIGHTS = 3
-EXIT_INTERRUPTED = 130
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Output, model, device and refinement flags shared by both commands."""
     from sharpit.coarse import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER
-    from sharpit.pipeline import DEFAULT_MODELS
+    from sharpit.sources import DEFAULT_MODELS
 
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per item in batches)")
     parser.add_argument("--seed", type=int, default=0, help="seed; batch item i uses seed + i")
@@ -80,6 +79,8 @@ def generation_overrides(args: argparse.Namespace, **command_options) -> Dict[st
     from sharpit.coarse import DEFAULT_COARSE_RENDER, CoarseRenderOptions
     from sharpit.options import TINY_OPTIONS, GenerationOptions, OptionError
 
+    if args.seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
     flags = dict(command_options, refine_steps=args.refine_steps, guidance_scale=args.guidance_scale,
                  strength=args.strength, coarse_grid_size=args.coarse_grid_size,
                  mesh_resolution=args.mesh_resolution, texture_size=args.texture_size,
@@ -145,6 +146,96 @@ def plan_items(prompts: List[str], out: Path, seed: int, batch: bool) -> List[It
     if not batch:
         return [Item(0, prompts[0], seed, out)]
     return [Item(i, p, seed + i, out / f"{i:05d}_{slug(p)}") for i, p in enumerate(prompts)]
+
+
+def check_output(out: Path, overwrite: bool, batch: bool) -> None:
+    """Check ``--out`` before anything heavy runs: a single result's folder must not hold anything
+    unless ``--overwrite``; a batch's ``--out`` must be a folder if it exists (finished items are
+    skipped); and folders must be creatable there (a probe folder is made and removed, so
+    read-only mounts, ``/proc`` and permission problems show now, not after the run).
+
+    Raises:
+        OutputExistsError, OutputNotWritableError: naming ``--out`` and what to do.
+    """
+    if out.exists():
+        if not out.is_dir():
+            raise OutputExistsError(out, "--out is a file; results are folders: choose another --out")
+        if not batch and not overwrite and any(out.iterdir()):
+            raise OutputExistsError(out, "--out already holds files; pass --overwrite or choose another --out")
+    parent = out if out.is_dir() else out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputNotWritableError(out, f"--out cannot be created: {parent} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sharpit-probe-", dir=parent))
+    except OSError as exc:
+        raise OutputNotWritableError(out, f"--out cannot be written: creating a folder in {parent} failed "
+                                          f"({exc.strerror or exc}); choose a writable --out") from None
+
+
+#: The flag that takes a local folder or file instead of each model's hub id.
+MODEL_FLAGS = {"shap_e": "--shap-e", "zero123plus": "--zero123plus", "sharpit_unet": "--sharpit-unet",
+               "refiner": "--refiner", "instantmesh": "--instantmesh", "pipeline": "--pipeline"}
+
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hugging Face endpoint answers a TCP connection within ``timeout`` seconds
+    (``HF_HUB_OFFLINE=1`` means no, without trying)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
+    """Before loading: every model flag names an existing local path, or a hub id that is cached
+    or downloadable. Offline (``HF_HUB_OFFLINE=1``, or no answer from the hub within 1.5 s) every
+    missing model is reported at once, with the flag that takes a local folder, instead of minutes
+    of retries.
+
+    Raises:
+        AssetNotFoundError: a local path that does not exist (names the flag).
+        WeightsNotFoundError: hub ids that are not cached while the hub cannot be reached.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    from sharpit.sources import is_hub_id
+
+    if args.tiny:
+        return
+    if args.pipeline is not None:
+        wanted = {"pipeline": (args.pipeline, "model_index.json")}
+    else:
+        wanted = {"zero123plus": (args.zero123plus, "model_index.json"),
+                  "instantmesh": (args.instantmesh, f"instant_nerf_{args.instantmesh_variant}.ckpt")}
+        if args.refiner is not None:
+            wanted = {"refiner": (args.refiner, "model_index.json"), "instantmesh": wanted["instantmesh"]}
+        else:
+            wanted["sharpit_unet"] = (args.sharpit_unet, "config.json")
+        if need_coarse:
+            wanted = {"shap_e": (args.shap_e, "model_index.json"), **wanted}
+    missing = []
+    for key, (source, marker) in wanted.items():
+        if not is_hub_id(source):
+            if not os.path.exists(source):
+                raise AssetNotFoundError(source, f"{MODEL_FLAGS[key]}: no such file or folder; pass a local "
+                                                 "folder or a Hugging Face hub id")
+            continue
+        if not isinstance(try_to_load_from_cache(source, marker), str):
+            missing.append((key, source))
+    if missing and not _hub_reachable():
+        flags = "; ".join(f"{MODEL_FLAGS[key]} DIR for {source}" for key, source in missing)
+        raise WeightsNotFoundError(missing[0][1], f"Missing here: {flags}.")
 
 
 def is_done(item: Item) -> bool:

@@ -14,15 +14,18 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, collect_prompts, generation_overrides, main_guard, plan_items,
-                              run_items)
-from sharpit.errors import AssetNotFoundError, UnsupportedFormatError
+from inference.common import (add_common_args, check_output, check_weights, collect_prompts, generation_overrides,
+                              main_guard, plan_items, run_items)
+from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m inference.edit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asset", required=True, help="mesh file or saved Shap-E latent")
+    parser.add_argument("--up-axis", choices=["auto", "y", "z"], default="auto",
+                        help="the mesh file's up axis: auto = glTF y-up (its spec), OBJ/PLY/STL/OFF z-up; "
+                             "pass y for y-up exports (Blender's OBJ default, most DCC tools)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="the new description")
     src.add_argument("--prompts", help="a text file with one prompt per line (one variant each)")
@@ -32,24 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]] = None) -> int:
     from sharpit.coarse import DEFAULT_COARSE_RENDER
-    from sharpit.coarse.latents import LATENT_SUFFIXES
-    from sharpit.mesh_io import READ_FORMATS
+    from sharpit.formats import LATENT_SUFFIXES, MESH_READ_FORMATS as READ_FORMATS
 
     args = build_parser().parse_args(argv)
     asset = Path(args.asset)
+    if asset.is_dir():
+        raise InputError(f"--asset {asset} is a folder; pass one mesh file or latent file (for many objects, "
+                         "run one command per file)")
     if not asset.is_file():
-        raise AssetNotFoundError(asset)
+        raise AssetNotFoundError(asset, "--asset: file not found; check the path")
     is_latent = asset.suffix.lower() in LATENT_SUFFIXES
     if not is_latent and asset.suffix.lower() not in READ_FORMATS:
         raise UnsupportedFormatError(asset, f"not a mesh or latent file; mesh formats: {', '.join(READ_FORMATS)}, "
                                             f"latents: {', '.join(LATENT_SUFFIXES)}")
+    if asset.suffix.lower() in (".glb", ".gltf") and args.up_axis == "z":
+        raise InputError(f"{asset}: --up-axis z does not apply to glTF, which is y-up by its specification; "
+                         "leave --up-axis auto")
     overrides = generation_overrides(args)
     overrides.get("coarse_render", DEFAULT_COARSE_RENDER).check_source(has_latent=is_latent)  # before model loading
     prompts, batch = collect_prompts(args, "a golden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
+    check_output(Path(args.out), args.overwrite, batch)
+    check_weights(args, need_coarse=is_latent)
 
     def run_one(pipe, item):
-        return pipe.edit(str(asset), item.prompt, seed=item.seed, **overrides)
+        return pipe.edit(str(asset), item.prompt, seed=item.seed, up_axis=args.up_axis, **overrides)
 
     return run_items(items, args, run_one, need_coarse=is_latent, batch=batch)
 

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, collect_prompts, generation_overrides, main_guard, plan_items,
-                              run_items)
+from inference.common import (add_common_args, check_output, check_weights, collect_prompts, generation_overrides,
+                              main_guard, plan_items, run_items)
 
 
 
@@ -35,6 +35,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
                                  coarse_guidance_scale=args.coarse_guidance_scale)
     prompts, batch = collect_prompts(args, "a red wooden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
+    check_output(Path(args.out), args.overwrite, batch)
+    check_weights(args, need_coarse=True)
 
     def run_one(pipe, item):
         return pipe.generate(item.prompt, seed=item.seed, **overrides)

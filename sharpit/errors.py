@@ -11,6 +11,12 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+#: Exit codes of every sharpit command line: bad input (a one-line reason on stderr), weights
+#: missing (how to get them is printed), interrupted by Ctrl-C.
+EXIT_BAD_INPUT = 2
+EXIT_NO_WEIGHTS = 3
+EXIT_INTERRUPTED = 130
+
 
 class SharpItError(Exception):
     """Base class of every sharpit error."""

@@ -78,6 +78,7 @@ from PIL import Image
 from .atomic import write_bytes_atomic
 from .cameras import gltf_to_sharpit, sharpit_to_gltf
 from .colors import NEUTRAL_GREY, linear_to_srgb, srgb_to_linear
+from .formats import MESH_READ_FORMATS, MESH_WRITE_FORMATS
 from .errors import (AssetNotFoundError, CorruptFileError, InputError, MeshError, OutputExistsError,
                      OutputNotWritableError, SharpItError, UnsupportedFormatError)
 from .mesh import Mesh
@@ -85,9 +86,9 @@ from .mesh import Mesh
 __all__ = ["load_mesh", "save_mesh", "READ_FORMATS", "WRITE_FORMATS", "FRAMES", "UP_AXES"]
 
 #: File extensions :func:`load_mesh` reads (any letter case).
-READ_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
+READ_FORMATS = MESH_READ_FORMATS
 #: File extensions :func:`save_mesh` writes (PLY without textures).
-WRITE_FORMATS = (".glb", ".gltf", ".obj", ".ply")
+WRITE_FORMATS = MESH_WRITE_FORMATS
 FRAMES = ("auto", "gltf", "sharpit")
 #: Values of ``up_axis`` (see the module docstring).
 UP_AXES = ("auto", "y", "z")

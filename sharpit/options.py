@@ -22,9 +22,12 @@ from typing import Any, Dict, Mapping, Optional
 
 from .coarse.render_options import DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from .errors import InputError
-from .reconstruct.texture import DEFAULT_FACE_BUDGET
 
-__all__ = ["GenerationOptions", "OptionError", "TINY_OPTIONS"]
+__all__ = ["GenerationOptions", "OptionError", "TINY_OPTIONS", "DEFAULT_FACE_BUDGET"]
+
+#: Faces kept before UV unwrapping (:func:`sharpit.reconstruct.bake_texture`), so xatlas (CPU-only)
+#: stays fast: measured on a 2-core CPU, about 0.4 s at 10k faces, 4 s at 20k and 47 s at 50k.
+DEFAULT_FACE_BUDGET = 20000
 
 
 class OptionError(InputError):

@@ -35,28 +35,16 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .cameras import zero123plus_cameras
-from .coarse.latents import LATENT_SUFFIXES
 from .coarse.render_options import CoarseRenderOptions
-from .coarse.shap_e import SHAP_E_HUB_ID
 from .errors import AssetNotFoundError, ConfigError, InputError
+from .formats import LATENT_SUFFIXES
 from .grid import tensor_to_pil
 from .mesh import Mesh, Similarity, normalize_mesh
 from .options import TINY_OPTIONS, GenerationOptions
-from .reconstruct.config import HUB_REPO as INSTANTMESH_HUB_REPO
-from .refine.loading import SHARP_IT_UNET_ID, ZERO123PLUS_ID
 from .result import SharpIt3DPipelineOutput
-from .sources import load_errors
+from .sources import DEFAULT_MODELS, SHAP_E_HUB_ID, load_errors
 
 __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
-
-#: The released weights :meth:`SharpIt3DPipeline.from_released` uses by default.
-DEFAULT_MODELS = {
-    "shap_e": SHAP_E_HUB_ID,
-    "zero123plus": ZERO123PLUS_ID,
-    "sharpit_unet": SHARP_IT_UNET_ID,
-    "instantmesh": INSTANTMESH_HUB_REPO,
-    "instantmesh_variant": "large",
-}
 
 #: The coarse stage's components: all of them or none (an edit-only pipeline).
 COARSE_COMPONENTS = ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler", "shap_e_renderer")
@@ -77,6 +65,19 @@ def _load_reconstructor(source: str, variant: str, dtype: torch.dtype):
         with load_errors(source, "reconstructor"):
             return InstantMeshReconstructor.from_pretrained(source, torch_dtype=dtype).eval()
     return InstantMeshReconstructor.from_instantmesh_checkpoint(source, variant=variant, torch_dtype=dtype)
+
+
+def coarse_shading(mesh: Mesh) -> str:
+    """How a coarse mesh is shaded into the refiner's input views.
+
+    Coloured meshes (every Shap-E mesh, and coloured or textured assets) are rendered unlit, as
+    training pairs render Shap-E's meshes (:mod:`sharpit.coarse.render_options`). A mesh with no
+    colour at all (STL, a plain OBJ) would then be a flat grey silhouette with no cue to its shape,
+    so it is shaded "lambertian": ambient 0.3 plus 0.7 diffuse from a light at the camera (the terms
+    of Shap-E's "basic" lighting, which the author's notebooks render STF meshes with), on the
+    neutral grey albedo (:data:`sharpit.colors.NEUTRAL_GREY`).
+    """
+    return "unlit" if mesh.vertex_colors is not None or mesh.has_texture else "lambertian"
 
 
 class SharpIt3DPipeline(DiffusionPipeline):
@@ -369,14 +370,15 @@ class SharpIt3DPipeline(DiffusionPipeline):
     def _render_coarse(self, coarse_mesh: Mesh, latent: Optional[torch.Tensor], options: GenerationOptions):
         """The six coarse views (a :class:`~sharpit.render.MultiViewRender`, 320 px, white
         background). "mesh" mode rasterises ``coarse_mesh`` (the STF mesh of ``latent`` when
-        there is a latent), as :meth:`ShapEGenerator.render_views` does; "nerf" mode
-        volume-renders ``latent`` framed at the coarse grid size."""
+        there is a latent), as :meth:`ShapEGenerator.render_views` does, shaded as
+        :func:`coarse_shading` says; "nerf" mode volume-renders ``latent`` framed at the coarse
+        grid size."""
         from .render import render_views
 
         device, render = self._execution_device, options.coarse_render
         if render.mode == "mesh":
             return render_views(coarse_mesh.to(device), zero123plus_cameras().to(device),
-                                supersample=render.supersample)
+                                supersample=render.supersample, shading=coarse_shading(coarse_mesh))
         return self.coarse.render_views(latent.to(device), mode=render.mode, grid_size=options.coarse_grid_size,
                                         supersample=render.supersample)
 
@@ -385,6 +387,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 callback_on_step_end, callback_on_step_end_tensor_inputs) -> SharpIt3DPipelineOutput:
         with self._stage("render", timings):
             coarse_views = self._render_coarse(coarse_mesh, latent, options)
+        params["coarse_shading"] = coarse_shading(coarse_mesh) if options.coarse_render.mode == "mesh" else None
         with self._stage("refine", timings):
             refiner = self.refiner
             refiner.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
@@ -393,7 +396,9 @@ class SharpIt3DPipeline(DiffusionPipeline):
                               strength=options.strength, generator=self._generator(seed, 1), output_type="pt",
                               callback_on_step_end=callback_on_step_end,
                               callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs).images
-        with self._stage("reconstruct", timings):
+        with self._stage("reconstruct", timings), warnings.catch_warnings():
+            if "tiny" in self.config.model_sources:   # random tiny models: noisy views by design
+                warnings.filterwarnings("ignore", message="the views' border pixels")
             mesh = self.reconstructor.reconstruct(refined, resolution=options.mesh_resolution,
                                                   texture=options.textured, texture_size=options.texture_size,
                                                   face_budget=options.face_budget)
@@ -463,6 +468,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
     @torch.no_grad()
     def edit(self, asset: Union[str, os.PathLike, Mesh, torch.Tensor], prompt: str, seed: Optional[int] = None,
              generator: Optional[torch.Generator] = None, options: Optional[GenerationOptions] = None,
+             up_axis: str = "auto",
              callback_on_step_end: Optional[Callable] = None,
              callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
              **overrides) -> SharpIt3DPipelineOutput:
@@ -473,6 +479,9 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 frame), a saved Shap-E latent (``.safetensors`` from sharpit, or a Cap3D-style
                 ``.pt``), or a latent tensor.
             prompt: the new description.
+            up_axis: for a mesh file, its up axis (:func:`sharpit.mesh_io.load_mesh`): "auto"
+                (glTF y-up by its specification, other formats z-up), "y" (most OBJ/PLY/STL
+                exporters, e.g. Blender's OBJ default) or "z".
             seed, generator, options, callback_on_step_end, overrides: as in :meth:`generate`;
                 ``strength`` below 1 keeps more of the coarse appearance; ``coarse_grid_size`` is
                 the grid of a latent's coarse mesh (unused for meshes); ``coarse_render`` mode
@@ -484,8 +493,12 @@ class SharpIt3DPipeline(DiffusionPipeline):
             InputError: among others, ``coarse_render`` mode "nerf" with a mesh asset (a mesh has no
                 NeRF to render; nothing falls back silently).
         """
+        from .mesh_io import UP_AXES
+
         prompt = self._check_prompt(prompt)
         options = self._options(options, overrides)
+        if up_axis not in UP_AXES:
+            raise InputError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
         is_latent = self._is_latent(asset)
         options.coarse_render.check_source(has_latent=is_latent)
         seed = self._seed(seed, generator)
@@ -498,11 +511,12 @@ class SharpIt3DPipeline(DiffusionPipeline):
                                                   grid_size=options.coarse_grid_size)
                 transform = Similarity.identity()
             else:
-                mesh, source = self._load_mesh(asset)
+                mesh, source = self._load_mesh(asset, up_axis)
                 coarse_mesh, to_unit = normalize_mesh(mesh)
                 transform = to_unit.inverse()
-        return self._finish(prompt, coarse_mesh, latent, seed, options, {"mode": "edit"}, timings, transform,
-                            source, callback_on_step_end, callback_on_step_end_tensor_inputs)
+        params = {"mode": "edit", "up_axis": None if is_latent or isinstance(asset, Mesh) else up_axis}
+        return self._finish(prompt, coarse_mesh, latent, seed, options, params, timings, transform, source,
+                            callback_on_step_end, callback_on_step_end_tensor_inputs)
 
     # -- asset loading -------------------------------------------------------------------
     @staticmethod
@@ -529,11 +543,11 @@ class SharpIt3DPipeline(DiffusionPipeline):
         return latent, str(path)
 
     @staticmethod
-    def _load_mesh(asset):
+    def _load_mesh(asset, up_axis: str):
         from .mesh_io import load_mesh
 
         if isinstance(asset, Mesh):
             return asset.validate(), asset.source
         if not isinstance(asset, (str, os.PathLike)):
             raise InputError(f"asset must be a mesh path, a Mesh or a Shap-E latent, got {type(asset).__name__}")
-        return load_mesh(asset), str(asset)
+        return load_mesh(asset, up_axis=up_axis), str(asset)

@@ -1,4 +1,5 @@
-"""Where model weights come from: a local folder or file, or a Hugging Face hub id.
+"""Where model weights come from: the released models' hub ids, and the rule that tells a local
+folder or file from a Hugging Face hub id.
 
 One rule for every loader in sharpit (Shap-E, the refiner, the reconstructor, the whole pipeline):
 
@@ -21,7 +22,25 @@ import re
 
 from .errors import AssetNotFoundError, CheckpointError, SharpItError, WeightsNotFoundError
 
-__all__ = ["is_hub_id", "load_errors", "WEIGHT_SUFFIXES"]
+__all__ = ["is_hub_id", "load_errors", "WEIGHT_SUFFIXES", "SHAP_E_HUB_ID", "ZERO123PLUS_ID", "SHARP_IT_UNET_ID",
+           "INSTANTMESH_HUB_ID", "DEFAULT_MODELS"]
+
+#: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
+SHAP_E_HUB_ID = "openai/shap-e"
+#: Hub id of the base model whose VAE, text encoder, tokenizer and scheduler Sharp-It uses.
+ZERO123PLUS_ID = "sudo-ai/zero123plus-v1.2"
+#: Hub id of the released Sharp-It UNet.
+SHARP_IT_UNET_ID = "YiftachEde/Sharp-It"
+#: Hub repository of the released InstantMesh checkpoints (``instant_nerf_{base,large}.ckpt``).
+INSTANTMESH_HUB_ID = "TencentARC/InstantMesh"
+#: The released weights :meth:`sharpit.pipeline.SharpIt3DPipeline.from_released` uses by default.
+DEFAULT_MODELS = {
+    "shap_e": SHAP_E_HUB_ID,
+    "zero123plus": ZERO123PLUS_ID,
+    "sharpit_unet": SHARP_IT_UNET_ID,
+    "instantmesh": INSTANTMESH_HUB_ID,
+    "instantmesh_variant": "large",
+}
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 #: Suffixes of single weight files; a name ending in one of them is never a hub repository.
@@ -30,9 +49,17 @@ WEIGHT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 
 def is_hub_id(source: "os.PathLike[str] | str") -> bool:
     """True when ``source`` does not exist locally and reads as a hub id (``owner/name`` or ``name``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     text = os.fspath(source)
-    return (not os.path.exists(text) and bool(_HUB_ID.match(text))
-            and not text.lower().endswith(WEIGHT_SUFFIXES))
+    if os.path.exists(text) or not _HUB_ID.match(text) or text.lower().endswith(WEIGHT_SUFFIXES):
+        return False
+    try:
+        validate_repo_id(text)   # the hub's own rule: no leading "." or "-", no "..", at most 96 characters
+    except HFValidationError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 
 from sharpit.mesh_io import save_mesh
 from sharpit.testing.meshes import colored_cube
@@ -30,20 +32,28 @@ def run(args, tmp_path, module="inference.generate", timeout=300):
 def assert_clean_error(proc, code, *needles):
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+    assert "does not look white" not in proc.stderr and "Retrying" not in proc.stderr, proc.stderr
     for needle in needles:
         assert needle in proc.stderr, proc.stderr
 
 
+def run_script(script, args, tmp_path, timeout=300):
+    """An installed console script (``.venv/bin/sharpit-generate``), run from ``tmp_path``, not the repo."""
+    exe = Path(sys.executable).parent / script
+    return subprocess.run([str(exe), *args], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def test_generate_tiny_smoke(tmp_path):
     out = tmp_path / "chair"
-    proc = run(["--prompt", "a chair", "--out", str(out), *FAST], tmp_path)
+    proc = run_script("sharpit-generate", ["--prompt", "a chair", "--out", "chair", *FAST], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (out / "mesh.glb").stat().st_size > 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["prompt"] == "a chair"
     assert meta["parameters"]["coarse_render"] == {"mode": "mesh", "supersample": 2}  # the shared default
     again = run(["--prompt", "a chair", "--out", str(out), *FAST], tmp_path)
-    assert_clean_error(again, 2, "already holds a result", "--overwrite")
+    assert_clean_error(again, 2, "already holds", "--overwrite")
 
 
 def test_edit_tiny_smoke(tmp_path):
@@ -140,3 +150,47 @@ def test_batch_across_two_processes_and_resume(tmp_path):
         if p != "00002_a_lamp":
             assert (out / p / "metadata.json").stat().st_mtime_ns == finished[p]
     assert proc.stdout.count("skip (done)") == 3
+
+
+@pytest.mark.parametrize("script", ["sharpit-generate", "sharpit-edit", "sharpit-prepare-pairs",
+                                    "sharpit-precompute-latents", "sharpit-train"])
+def test_console_scripts_work_from_any_folder(script, tmp_path):
+    proc = run_script(script, ["--help"], tmp_path, timeout=120)
+    assert proc.returncode == 0 and "usage" in proc.stdout.lower(), proc.stderr
+
+
+def test_bad_output_locations_fail_at_once(tmp_path, capsys):
+    from inference import generate
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("keep me")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, needle in [("/proc/sharpit-test/out", "--out cannot be written"), (str(a_file), "--out is a file"),
+                        (str(a_file / "sub"), "is a file, not a folder"), (str(full), "--overwrite")]:
+        assert generate.main(["--prompt", "a chair", "--out", out, "--tiny"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.splitlines()) == 1, err
+    assert (full / "mine.txt").read_text() == "keep me"
+
+
+def test_offline_missing_weights_fail_fast_naming_every_flag(tmp_path):
+    start = time.perf_counter()
+    proc = run(["--prompt", "a chair", "--out", str(tmp_path / "o"), "--shap-e", "nobody/missing-shap-e",
+                "--zero123plus", "nobody/missing-base"], tmp_path)
+    assert time.perf_counter() - start < 10          # no hub retries (about 1 s here, most of it Python start-up)
+    assert_clean_error(proc, 3, "--shap-e DIR for nobody/missing-shap-e", "--zero123plus DIR for nobody/missing-base",
+                       "--sharpit-unet DIR", "--instantmesh DIR", "--tiny")
+    local = run(["--prompt", "a chair", "--out", str(tmp_path / "o"), "--instantmesh", str(tmp_path / "no.ckpt")],
+                tmp_path)
+    assert_clean_error(local, 2, "--instantmesh", "no.ckpt")
+
+
+def test_edit_up_axis_flag(tmp_path, capsys):
+    from inference import edit
+
+    glb = tmp_path / "cube.glb"
+    save_mesh(colored_cube(), glb)
+    assert edit.main(["--asset", str(glb), "--prompt", "x", "--out", str(tmp_path / "o"), "--up-axis", "z"]) == 2
+    assert "--up-axis z does not apply to glTF" in capsys.readouterr().err

@@ -44,5 +44,9 @@ def test_every_entry_point_defaults_to_the_shared_option():
 
     render = inspect.signature(ShapEGenerator.render_views).parameters
     assert render["mode"].default is None and render["supersample"].default is None
-    for fn in (SharpIt3DPipeline.generate, SharpIt3DPipeline.edit, prepare_pairs):
-        assert inspect.signature(fn).parameters["coarse_render"].default is None, fn.__qualname__
+    assert inspect.signature(prepare_pairs).parameters["coarse_render"].default is None
+    from sharpit.options import GenerationOptions
+
+    assert GenerationOptions().coarse_render == DEFAULT_COARSE_RENDER   # what generate/edit start from
+    for fn in (SharpIt3DPipeline.generate, SharpIt3DPipeline.edit):
+        assert "coarse_render" not in inspect.signature(fn).parameters, fn.__qualname__   # only via options

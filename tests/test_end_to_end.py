@@ -141,3 +141,35 @@ def test_bad_prompts(pipe, prompt):
 def test_bad_asset(pipe, tmp_path):
     with pytest.raises(InputError, match="asset"):
         pipe.edit(42, "a chair")
+
+
+def test_uncoloured_mesh_is_shaded_not_a_silhouette(pipe, tmp_path):
+    from sharpit.grid import pil_to_tensor
+    from sharpit.testing.meshes import uv_sphere
+
+    plain = save_mesh(uv_sphere(12, 24, colored=False), tmp_path / "ball.obj")
+    result = pipe.edit(plain, "a marble ball", seed=0, **TINY_STEPS)
+    assert result.parameters["coarse_shading"] == "lambertian"
+    grid = pil_to_tensor(result.coarse_grid)
+    on_object = grid.min(0).values < 0.99
+    assert grid[0][on_object].std() > 0.05          # shading varies across the ball; unlit grey would be flat
+    coloured = pipe.edit(_saved_cube(tmp_path), "a cube", seed=0, **TINY_STEPS)
+    assert coloured.parameters["coarse_shading"] == "unlit"
+
+
+def _saved_cube(tmp_path):
+    return save_mesh(colored_cube(), tmp_path / "cube.glb")
+
+
+def test_edit_up_axis(pipe, tmp_path):
+    from sharpit.mesh import Mesh
+
+    tall = colored_cube()
+    tall = Mesh(tall.vertices * torch.tensor([0.2, 0.2, 1.0]), tall.faces, vertex_colors=tall.vertex_colors)
+    asset = save_mesh(tall, tmp_path / "tall.obj")           # z-up: tall along z
+    as_z = pipe.edit(asset, "a post", seed=0, up_axis="z", **TINY_STEPS)
+    as_y = pipe.edit(asset, "a post", seed=0, up_axis="y", **TINY_STEPS)
+    assert as_z.parameters["up_axis"] == "z" and as_y.parameters["up_axis"] == "y"
+    assert list(as_z.coarse_grid.getdata()) != list(as_y.coarse_grid.getdata())   # lying down vs standing
+    with pytest.raises(InputError, match="up_axis must be one of"):
+        pipe.edit(asset, "a post", up_axis="x", **TINY_STEPS)

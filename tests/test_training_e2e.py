@@ -145,14 +145,14 @@ def _fixed_loss(unet, pipe, dataset):
 
 
 def test_train_20_steps_overfits_and_saves_a_loadable_pipeline(workdir, pairs, straight_run):
-    from sharpit.refine import SharpItPipeline
+    from sharpit.refine import SharpItRefinePipeline
     from training.models import load_training_pipeline
 
     path, losses = straight_run
     assert len(losses) == 20 and all(torch.isfinite(torch.tensor(losses)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pipe = SharpItPipeline.from_pretrained(path)
+        pipe = SharpItRefinePipeline.from_pretrained(path)
     assert not [w for w in caught if "saved without" in str(w.message)]  # the settings are saved
     assert pipe.conditioning_mode == "concat" and pipe.unet.config.in_channels == 8
     assert pipe.config.null_condition == "black" and pipe.config.condition_latent_space == "raw"

@@ -37,9 +37,9 @@ class TrainConfig:
     Attributes (groups):
         model: ``pretrained_model`` is a Zero123++ v1.2 folder/hub id (``init_from="zero123plus"``:
             its 4-channel UNet is widened to the 8-channel concat UNet, or kept for
-            ``conditioning_mode="reference"``) or a saved ``SharpItPipeline`` (``init_from="sharpit"``).
+            ``conditioning_mode="reference"``) or a saved ``SharpItRefinePipeline`` (``init_from="sharpit"``).
             ``null_condition`` (``"black"``/``"grey"``) and ``condition_latent_space``
-            (``"raw"``/``"scaled"``) are the pipeline settings of :class:`~sharpit.refine.SharpItPipeline`;
+            (``"raw"``/``"scaled"``) are the pipeline settings of :class:`~sharpit.refine.SharpItRefinePipeline`;
             None keeps a Sharp-It checkpoint's own, or the defaults for a Zero123++ start (black
             for concat, grey for reference; raw). Given values must match a Sharp-It checkpoint's.
         data: ``train_data`` is a folder written by ``training.prepare_pairs``; ``tile_size`` must

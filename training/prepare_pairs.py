@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 from sharpit.cameras import VIEW_SIZE
 from sharpit.coarse.render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from sharpit.coarse.shap_e import SHAP_E_HUB_ID
-from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError, SharpItError
+from sharpit.errors import (EXIT_NO_WEIGHTS, AssetNotFoundError, ConfigError, CorruptFileError, SharpItError,
+                            WeightsNotFoundError)
 
 from .renderers import BLENDER_LIGHTINGS, BlenderTargetRenderer, SharpItTargetRenderer
 from .shards import ShardWriter, finished_ids, log_failure
@@ -213,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns 0, or 2 with a one-line reason for bad input."""
+    """Command-line entry point; returns 0, 2 with a one-line reason for bad input, or 3 when the
+    Shap-E weights are missing (the exit codes of the inference commands)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
@@ -224,11 +226,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 blender_samples=args.blender_samples, coarse_render=coarse_render,
                                 shap_e_grid_size=args.shap_e_grid_size, samples_per_shard=args.samples_per_shard,
                                 limit=args.limit, device=args.device)
+    except WeightsNotFoundError as exc:
+        print(f"prepare_pairs: error: {exc} (--shap_e takes a local folder)", file=sys.stderr)
+        return EXIT_NO_WEIGHTS
     except SharpItError as exc:
         print(f"prepare_pairs: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {summary.written} pair(s), {summary.skipped} already done, {summary.failed} failed "
-          f"(see {Path(args.output) / 'failed-r*.jsonl'})")
+    line = f"wrote {summary.written} pair(s), {summary.skipped} already done, {summary.failed} failed"
+    if summary.failed:
+        logs = sorted(str(p) for p in Path(args.output).glob("failed-r*.jsonl"))
+        line += f" (reasons in {', '.join(logs)})"
+    print(line)
     return 0
 
 

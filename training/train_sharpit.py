@@ -19,7 +19,7 @@ the v-prediction MSE of SPEC section 3 (DDPM, linear betas 0.00085..0.012, 1000 
 of the samples given the pipeline's unconditional branch (prompt "" and the latent of its
 ``null_condition`` image, black by default for the concat UNet). Checkpoints land in
 ``output_dir/checkpoint-<step>``, TensorBoard logs in ``output_dir/logs``, and the final
-``SharpItPipeline`` in ``output_dir/pipeline`` (load it with ``SharpItPipeline.from_pretrained``).
+``SharpItRefinePipeline`` in ``output_dir/pipeline`` (load it with ``SharpItRefinePipeline.from_pretrained``).
 
 SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 make the run finish its current step, save a checkpoint and
 exit with :data:`EXIT_STOPPED` (75) after printing the command that resumes it; a second Ctrl-C
@@ -314,7 +314,7 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None,
         argv: the command-line arguments the run was started with; they make the commands printed
             in errors and after a stop signal complete.
     Returns:
-        ``output_dir/pipeline``, a ``SharpItPipeline.save_pretrained`` folder.
+        ``output_dir/pipeline``, a ``SharpItRefinePipeline.save_pretrained`` folder.
     Raises:
         LaunchError: the launcher started processes that accelerate does not see as one group.
         TrainingStopped: SIGTERM/SIGINT/SIGUSR1 arrived; the step finished and a checkpoint was saved.
@@ -485,7 +485,7 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None,
 
 
 def _save_final(accelerator, pipe, raw_unet, ema, config: TrainConfig) -> Path:
-    """Save the trained (EMA, when enabled) UNet with the frozen parts as a SharpItPipeline folder."""
+    """Save the trained (EMA, when enabled) UNet with the frozen parts as a SharpItRefinePipeline folder."""
     final = Path(config.output_dir) / "pipeline"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -1,10 +1,37 @@
 """The coarse stage: Shap-E text-to-3D latents, their meshes and their six-view renders."""
 
-from .latents import SHAP_E_LATENT_WIDTH, check_latents, load_latents, save_latents
 from .render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
-from .sampling import OFFICIAL_SIGMA_MAX, OFFICIAL_SIGMA_MIN, ShapEDiffusionClock, karras_sigmas
-from .shap_e import SHAP_E_HUB_ID, ShapEGenerator
 
 __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "SHAP_E_LATENT_WIDTH", "save_latents", "load_latents",
            "check_latents", "karras_sigmas", "ShapEDiffusionClock", "OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX",
            "CoarseRenderOptions", "DEFAULT_COARSE_RENDER", "COARSE_RENDER_MODES"]
+
+
+#: Public names imported on first use (PEP 562), so importing a light part of this package (or
+#: ``sharpit.options`` through it) does not pull in diffusers and transformers.
+_LAZY = {
+    "SHAP_E_LATENT_WIDTH": ".latents",
+    "check_latents": ".latents",
+    "load_latents": ".latents",
+    "save_latents": ".latents",
+    "OFFICIAL_SIGMA_MAX": ".sampling",
+    "OFFICIAL_SIGMA_MIN": ".sampling",
+    "ShapEDiffusionClock": ".sampling",
+    "karras_sigmas": ".sampling",
+    "SHAP_E_HUB_ID": ".shap_e",
+    "ShapEGenerator": ".shap_e",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -27,14 +27,13 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import AssetNotFoundError, CorruptFileError, InputError, UnsupportedFormatError
+from ..formats import LATENT_SUFFIXES
 from ..safe_load import load_checkpoint
 
 __all__ = ["save_latents", "load_latents", "check_latents", "SHAP_E_LATENT_WIDTH", "LATENT_SUFFIXES"]
 
 #: Width of one ``openai/shap-e`` latent: 1024 tokens of 1024 channels, flattened.
 SHAP_E_LATENT_WIDTH = 1024 * 1024
-#: Suffixes of latent files: sharpit's ``.safetensors`` and Cap3D-style ``torch.save`` files.
-LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 _TENSOR_KEY = "latents"
 _JSON_KEYS = "sharpit_json_keys"
@@ -131,7 +130,7 @@ def load_latents(path: PathLike, width: Optional[int] = None,
         raise AssetNotFoundError(path)
     if path.suffix == ".safetensors":
         latents, metadata = _load_safetensors(path)
-    elif path.suffix in (".pt", ".pth"):
+    elif path.suffix in LATENT_SUFFIXES:
         latents, metadata = _load_pt(path, width), {}
     else:
         raise UnsupportedFormatError(path, "latent files must be .safetensors (sharpit) or .pt (Cap3D)")

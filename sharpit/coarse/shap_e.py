@@ -24,7 +24,7 @@ import torch
 from ..cameras import CameraBatch, VIEW_SIZE, zero123plus_cameras
 from ..errors import AssetNotFoundError, ConfigError, EmptySurfaceError, InputError
 from ..mesh import Mesh, Similarity
-from ..sources import is_hub_id, load_errors
+from ..sources import SHAP_E_HUB_ID, is_hub_id, load_errors
 from .fields import frame_mesh, load_latent_into_mlp, stf_fields, stf_mesh
 from .latents import check_latents
 from .nerf import render_latent_nerf
@@ -32,8 +32,6 @@ from .sampling import OFFICIAL_SIGMA_MAX, OFFICIAL_SIGMA_MIN, ShapEDiffusionCloc
 
 __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID"]
 
-#: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
-SHAP_E_HUB_ID = "openai/shap-e"
 
 
 class ShapEGenerator:

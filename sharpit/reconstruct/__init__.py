@@ -8,9 +8,6 @@ loads InstantMesh's released NeRF checkpoints unchanged.
 """
 
 from .config import MESH_RESOLUTION, MESH_THRESHOLD, TRIPLANE_TO_SHARPIT_SCALE, VARIANTS, variant_config
-from .model import TRIPLANE_TO_SHARPIT, InstantMeshReconstructor, ReconstructorOutput
-from .texture import bake_texture, decimate, dilate_texture
-from .video import write_video
 
 __all__ = [
     "InstantMeshReconstructor",
@@ -26,3 +23,30 @@ __all__ = [
     "dilate_texture",
     "write_video",
 ]
+
+
+#: Public names imported on first use (PEP 562), so importing a light part of this package (or
+#: ``sharpit.options`` through it) does not pull in diffusers and transformers.
+_LAZY = {
+    "InstantMeshReconstructor": ".model",
+    "ReconstructorOutput": ".model",
+    "TRIPLANE_TO_SHARPIT": ".model",
+    "bake_texture": ".texture",
+    "decimate": ".texture",
+    "dilate_texture": ".texture",
+    "write_video": ".video",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -19,6 +19,7 @@ from typing import Any, Dict
 
 from ..cameras import INSTANTMESH_CAMERA_RADIUS, default_distance
 from ..errors import ConfigError
+from ..sources import INSTANTMESH_HUB_ID
 
 __all__ = [
     "VARIANTS",
@@ -64,7 +65,7 @@ RGB_PADDING = 0.001
 CHECKPOINT_PREFIX = "lrm_generator."
 #: Entries whose name contains one of these are ignored when loading (InstantMesh's demo does so).
 IGNORED_KEY_SUBSTRINGS = ("source_camera",)
-HUB_REPO = "TencentARC/InstantMesh"
+HUB_REPO = INSTANTMESH_HUB_ID
 HUB_FILENAMES = {"base": "instant_nerf_base.ckpt", "large": "instant_nerf_large.ckpt"}
 
 _VIT_B16 = dict(

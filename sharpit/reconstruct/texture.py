@@ -18,12 +18,10 @@ import torch.nn.functional as F
 from ..errors import InputError, MeshError
 from ..isosurface import query_points
 from ..mesh import Mesh
+from ..options import DEFAULT_FACE_BUDGET
 
 __all__ = ["decimate", "unwrap_uv", "dilate_texture", "bake_texture", "DEFAULT_FACE_BUDGET"]
 
-#: Faces kept before unwrapping, so xatlas (CPU-only) stays fast: measured on a 2-core CPU, about
-#: 0.4 s at 10k faces, 4 s at 20k and 47 s at 50k.
-DEFAULT_FACE_BUDGET = 20000
 #: Simplification passes tried to get under the face budget.
 _DECIMATION_PASSES = 4
 #: Texels the charts are grown by after baking.

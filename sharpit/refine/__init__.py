@@ -1,24 +1,10 @@
 """The refine stage: Sharp-It's multi-view diffusion refiner (a diffusers pipeline).
 
-Public API: :class:`SharpItRefinePipeline` (Sharp-It refiner; ``SharpItPipeline`` is its deprecated old name, and stock Zero123++ through
-``SharpItRefinePipeline.from_zero123plus(base, unet=None)``), :class:`SharpItRefinePipelineOutput`, the Zero123++
-scalings (:mod:`sharpit.refine.scaling`), the shared encoders and the unconditional branch of
+Public API: :class:`SharpItRefinePipeline` (the Sharp-It refiner, ``SharpItPipeline`` in 0.1, and
+stock Zero123++ through ``SharpItRefinePipeline.from_zero123plus(base, unet=None)``),
+:class:`SharpItRefinePipelineOutput`, the Zero123++ scalings (:mod:`sharpit.refine.scaling`), the shared encoders and the unconditional branch of
 :mod:`sharpit.refine.conditioning`, reference attention, and :func:`init_unet_from_zero123plus`.
 """
-
-from .conditioning import (CONDITION_LATENT_SPACES, NULL_CONDITION_PIXELS, NULL_CONDITIONS, NULL_PROMPT,
-                           decode_latents, drop_conditions, encode_condition_latents, encode_posterior, encode_prompt,
-                           encode_target_latents, null_condition_latents, null_condition_posterior,
-                           sample_condition_latents, vae_posterior, vae_precision)
-from .denoise import CONDITIONING_MODES, conditioned_unet_forward, resolve_conditioning_mode
-from .loading import SHARP_IT_UNET_ID, ZERO123PLUS_ID
-from .pipeline import (DEFAULT_NULL_CONDITION, ZERO123PLUS_BACKGROUND, SharpItRefinePipeline, SharpItRefinePipelineOutput,
-                       coerce_condition, coerce_condition_images)
-from .reference_attention import (ReferenceAttnProcessor, ReferenceBank, disable_reference_attention,
-                                  enable_reference_attention, noise_reference_latents, reference_unet_forward)
-from .scaling import (IMAGE_SCALE, LATENT_SCALE, LATENT_SHIFT, pixels_to_vae_input, scale_image, scale_latents,
-                      unscale_image, unscale_latents, vae_output_to_pixels)
-from .unet_init import init_unet_from_zero123plus
 
 __all__ = [
     "SharpItRefinePipeline", "SharpItRefinePipelineOutput", "coerce_condition", "coerce_condition_images",
@@ -37,8 +23,69 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Deprecated names of the first release (``SharpItPipeline``, ...): warn and return the new class."""
-    from . import pipeline
+#: Public names imported on first use (PEP 562), so importing a light part of this package does
+#: not pull in diffusers and transformers.
+_LAZY = {
+    "CONDITION_LATENT_SPACES": ".conditioning",
+    "NULL_CONDITIONS": ".conditioning",
+    "NULL_CONDITION_PIXELS": ".conditioning",
+    "NULL_PROMPT": ".conditioning",
+    "decode_latents": ".conditioning",
+    "drop_conditions": ".conditioning",
+    "encode_condition_latents": ".conditioning",
+    "encode_posterior": ".conditioning",
+    "encode_prompt": ".conditioning",
+    "encode_target_latents": ".conditioning",
+    "null_condition_latents": ".conditioning",
+    "null_condition_posterior": ".conditioning",
+    "sample_condition_latents": ".conditioning",
+    "vae_posterior": ".conditioning",
+    "vae_precision": ".conditioning",
+    "CONDITIONING_MODES": ".denoise",
+    "conditioned_unet_forward": ".denoise",
+    "resolve_conditioning_mode": ".denoise",
+    "SHARP_IT_UNET_ID": ".loading",
+    "ZERO123PLUS_ID": ".loading",
+    "DEFAULT_NULL_CONDITION": ".pipeline",
+    "SharpItRefinePipeline": ".pipeline",
+    "SharpItRefinePipelineOutput": ".pipeline",
+    "ZERO123PLUS_BACKGROUND": ".pipeline",
+    "coerce_condition": ".pipeline",
+    "coerce_condition_images": ".pipeline",
+    "ReferenceAttnProcessor": ".reference_attention",
+    "ReferenceBank": ".reference_attention",
+    "disable_reference_attention": ".reference_attention",
+    "enable_reference_attention": ".reference_attention",
+    "noise_reference_latents": ".reference_attention",
+    "reference_unet_forward": ".reference_attention",
+    "IMAGE_SCALE": ".scaling",
+    "LATENT_SCALE": ".scaling",
+    "LATENT_SHIFT": ".scaling",
+    "pixels_to_vae_input": ".scaling",
+    "scale_image": ".scaling",
+    "scale_latents": ".scaling",
+    "unscale_image": ".scaling",
+    "unscale_latents": ".scaling",
+    "vae_output_to_pixels": ".scaling",
+    "init_unet_from_zero123plus": ".unet_init",
+}
 
-    return pipeline.__getattr__(name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    from .pipeline import DEPRECATED_NAMES
+
+    if name in DEPRECATED_NAMES:   # old names of the first release: warn, then the new class
+        from . import pipeline
+
+        return pipeline.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

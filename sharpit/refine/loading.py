@@ -19,14 +19,10 @@ import warnings
 from typing import Optional
 
 from ..errors import CheckpointError
-from ..sources import load_errors
+from ..sources import SHARP_IT_UNET_ID, ZERO123PLUS_ID, load_errors
 
 __all__ = ["ZERO123PLUS_ID", "SHARP_IT_UNET_ID", "SharpItLoadingMixin"]
 
-#: Hub id of the base model whose VAE, text encoder, tokenizer and scheduler Sharp-It uses.
-ZERO123PLUS_ID = "sudo-ai/zero123plus-v1.2"
-#: Hub id of the released Sharp-It UNet.
-SHARP_IT_UNET_ID = "YiftachEde/Sharp-It"
 
 _HUB_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "force_download", "proxies")
 #: Pipeline settings added after pipelines were first saved: a ``model_index.json`` without them
