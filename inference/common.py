@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, InputError,
+from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_NO_WEIGHTS, AssetNotFoundError, InputError,
                             OutputExistsError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
 
 
@@ -65,6 +65,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 #: Command-line flag of each generation option (the rest are ``--`` + the option with dashes).
 _OPTION_FLAGS = {"coarse_render": "--coarse-render-mode/--coarse-supersample"}
+#: Where a batch logs the items that failed (one JSON line each), inside ``--out``.
+FAILURES_FILE = "failures.jsonl"
 
 
 def generation_overrides(args: argparse.Namespace, **command_options) -> Dict[str, Any]:
@@ -140,12 +142,13 @@ class Item:
     prompt: str
     seed: int
     out: Path
+    source: Optional[str] = None   # the edited asset, as recorded in metadata.json
 
 
-def plan_items(prompts: List[str], out: Path, seed: int, batch: bool) -> List[Item]:
+def plan_items(prompts: List[str], out: Path, seed: int, batch: bool, source: Optional[str] = None) -> List[Item]:
     if not batch:
-        return [Item(0, prompts[0], seed, out)]
-    return [Item(i, p, seed + i, out / f"{i:05d}_{slug(p)}") for i, p in enumerate(prompts)]
+        return [Item(0, prompts[0], seed, out, source)]
+    return [Item(i, p, seed + i, out / f"{i:05d}_{slug(p)}", source) for i, p in enumerate(prompts)]
 
 
 def check_output(out: Path, overwrite: bool, batch: bool) -> None:
@@ -238,9 +241,94 @@ def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
         raise WeightsNotFoundError(missing[0][1], f"Missing here: {flags}.")
 
 
-def is_done(item: Item) -> bool:
-    """A finished item has its metadata.json (result folders are written atomically)."""
-    return (item.out / "metadata.json").is_file()
+def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], **fixed) -> Dict[str, Any]:
+    """The ``parameters`` a result made now would record (metadata.json), without loading a model:
+    the generation options (the pipeline's saved defaults, :data:`~sharpit.options.TINY_OPTIONS`
+    with ``--tiny``, those of ``--pipeline``'s ``model_index.json``, else the paper's, with the
+    flags applied) and ``fixed`` (``mode``, ``up_axis``). Models are not compared: pass
+    ``--overwrite`` after changing one."""
+    from sharpit.options import TINY_OPTIONS, GenerationOptions
+
+    base = TINY_OPTIONS if args.tiny else GenerationOptions.from_dict(_saved_defaults(args.pipeline))
+    recorded = base.replace(**overrides).to_dict()
+    if not recorded["textured"]:
+        recorded.update(texture_size=None, face_budget=None)
+    return {**recorded, **fixed}
+
+
+def _saved_defaults(pipeline: Optional[str]) -> Optional[Dict[str, Any]]:
+    """``generation_defaults`` of a saved pipeline's ``model_index.json`` (local or in the hub cache)."""
+    import json
+
+    if pipeline is None:
+        return None
+    index = Path(pipeline) / "model_index.json"
+    if not index.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(pipeline, "model_index.json")
+        if not isinstance(cached, str):
+            return None   # not downloaded yet: the items are compared after nothing (none can be done)
+        index = Path(cached)
+    return json.loads(index.read_text()).get("generation_defaults")
+
+
+def done_state(item: Item, expected: Dict[str, Any]) -> Optional[str]:
+    """None when ``item`` has no finished result; ``"same"`` when its ``metadata.json`` records this
+    prompt, seed and ``expected`` parameters; otherwise a short description of the first difference.
+    Result folders are written atomically, so a metadata.json means a complete result."""
+    import json
+
+    path = item.out / "metadata.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "an unreadable metadata.json"
+    if meta.get("prompt") != item.prompt:
+        return f"prompt {meta.get('prompt')!r} (now {item.prompt!r})"
+    if meta.get("seed") != item.seed:
+        return f"seed {meta.get('seed')} (now {item.seed})"
+    if item.source is not None and meta.get("source") != item.source:
+        return f"asset {meta.get('source')!r} (now {item.source!r})"
+    saved = meta.get("parameters") or {}
+    for key, value in expected.items():
+        if saved.get(key) != value:
+            return f"{key} {saved.get(key)!r} (now {value!r})"
+    return "same"
+
+
+def check_done_items(items: List[Item], expected: Dict[str, Any], overwrite: bool) -> None:
+    """Before loading anything: a finished item made with other parameters is refused unless
+    ``--overwrite`` (which redoes every item), so a re-run never mixes settings silently.
+
+    Raises:
+        OutputExistsError: naming the item, the first differing parameter and what to do.
+    """
+    if overwrite:
+        return
+    for item in items:
+        state = done_state(item, expected)
+        if state not in (None, "same"):
+            raise OutputExistsError(item.out, f"holds a result made with {state}; pass --overwrite to redo the "
+                                              "batch with the new settings, or choose another --out")
+
+
+def record_failure(out: Path, item: Item, exc: BaseException, rank: int) -> None:
+    """Append one failed item to ``<out>/failures.jsonl`` (one JSON line, appended atomically)."""
+    import json
+    import time
+
+    line = json.dumps({"index": item.index, "prompt": item.prompt, "seed": item.seed, "out": str(item.out),
+                       "error": type(exc).__name__, "message": str(exc), "rank": rank,
+                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / FAILURES_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
 
 
 def clear_partial(item: Item) -> None:
@@ -280,10 +368,16 @@ def load_pipeline(args: argparse.Namespace, device, need_coarse: bool = True):
     return pipe
 
 
-def run_items(items: List[Item], args: argparse.Namespace, run_one: Callable, need_coarse: bool = True,
-              batch: bool = False) -> int:
-    """Split ``items`` across the processes of a torchrun/accelerate launch, skip finished ones,
-    and save each result atomically. ``run_one(pipe, item)`` returns a SharpItResult."""
+def run_items(items: List[Item], args: argparse.Namespace, run_one: Callable, expected: Dict[str, Any],
+              need_coarse: bool = True, batch: bool = False) -> int:
+    """Split ``items`` across the processes of a torchrun/accelerate launch, skip finished ones
+    (same prompt, seed and ``expected`` parameters), and save each result atomically.
+    ``run_one(pipe, item)`` returns a SharpIt3DPipelineOutput.
+
+    In a batch an item that fails is logged to ``<out>/failures.jsonl`` with its reason and the
+    batch goes on; the return value is then :data:`EXIT_ITEMS_FAILED` and the last line says how
+    many failed (re-running retries them). A single item's error propagates.
+    """
     from accelerate import PartialState
 
     import torch
@@ -298,25 +392,37 @@ def run_items(items: List[Item], args: argparse.Namespace, run_one: Callable, ne
             save_tiny_models(tiny_cache_dir())
     with state.split_between_processes(items) as mine:
         mine = list(mine)
+    rank = state.process_index
     todo = []
     for item in mine:
-        if is_done(item) and not args.overwrite:
-            if not batch:
-                raise SharpItError(f"{item.out}: already holds a result; pass --overwrite or choose another --out")
-            print(f"[rank {state.process_index}] skip (done): {item.out}", flush=True)
+        if not args.overwrite and done_state(item, expected) == "same":
+            print(f"[rank {rank}] skip (done): {item.out}", flush=True)
             continue
         todo.append(item)
     if not todo:
         return 0
     pipe = load_pipeline(args, state.device, need_coarse)
+    failed = 0
     for item in todo:
         clear_partial(item)
-        print(f"[rank {state.process_index}] {item.index}: {item.prompt!r} -> {item.out}", flush=True)
-        result = run_one(pipe, item)
-        result.save(item.out, overwrite=args.overwrite or batch)
+        print(f"[rank {rank}] {item.index}: {item.prompt!r} -> {item.out}", flush=True)
+        try:
+            result = run_one(pipe, item)
+            result.save(item.out, overwrite=args.overwrite or batch)
+        except Exception as exc:   # noqa: BLE001 - in a batch one bad item must not stop the others
+            if not batch:
+                raise
+            failed += 1
+            record_failure(Path(args.out), item, exc, rank)
+            print(f"[rank {rank}] FAILED {item.index}: {type(exc).__name__}: {exc}", flush=True)
+            continue
         t = result.timings
-        print(f"[rank {state.process_index}] done in {t['total']:.1f}s "
+        print(f"[rank {rank}] done in {t['total']:.1f}s "
               f"({', '.join(f'{k} {v:.1f}s' for k, v in t.items() if k != 'total')})", flush=True)
+    if failed:
+        print(f"[rank {rank}] {failed} of {len(todo)} item(s) failed; reasons in {Path(args.out) / FAILURES_FILE}; "
+              "re-run the same command to retry them", file=sys.stderr, flush=True)
+        return EXIT_ITEMS_FAILED
     return 0
 
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, check_output, check_weights, collect_prompts, generation_overrides,
-                              main_guard, plan_items, run_items)
+from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
+                              expected_parameters, generation_overrides, main_guard, plan_items, run_items)
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
 
 
@@ -54,14 +54,16 @@ def _main(argv: Optional[List[str]] = None) -> int:
     overrides = generation_overrides(args)
     overrides.get("coarse_render", DEFAULT_COARSE_RENDER).check_source(has_latent=is_latent)  # before model loading
     prompts, batch = collect_prompts(args, "a golden chair")
-    items = plan_items(prompts, Path(args.out), args.seed, batch)
+    items = plan_items(prompts, Path(args.out), args.seed, batch, source=str(asset))
     check_output(Path(args.out), args.overwrite, batch)
+    expected = expected_parameters(args, overrides, mode="edit", up_axis=None if is_latent else args.up_axis)
+    check_done_items(items, expected, args.overwrite)
     check_weights(args, need_coarse=is_latent)
 
     def run_one(pipe, item):
         return pipe.edit(str(asset), item.prompt, seed=item.seed, up_axis=args.up_axis, **overrides)
 
-    return run_items(items, args, run_one, need_coarse=is_latent, batch=batch)
+    return run_items(items, args, run_one, expected, need_coarse=is_latent, batch=batch)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, check_output, check_weights, collect_prompts, generation_overrides,
-                              main_guard, plan_items, run_items)
+from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
+                              expected_parameters, generation_overrides, main_guard, plan_items, run_items)
 
 
 
@@ -32,16 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = generation_overrides(args, coarse_steps=args.coarse_steps,
-                                 coarse_guidance_scale=args.coarse_guidance_scale)
+                                     coarse_guidance_scale=args.coarse_guidance_scale)
     prompts, batch = collect_prompts(args, "a red wooden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
     check_output(Path(args.out), args.overwrite, batch)
+    expected = expected_parameters(args, overrides, mode="generate")
+    check_done_items(items, expected, args.overwrite)
     check_weights(args, need_coarse=True)
 
     def run_one(pipe, item):
         return pipe.generate(item.prompt, seed=item.seed, **overrides)
 
-    return run_items(items, args, run_one, need_coarse=True, batch=batch)
+    return run_items(items, args, run_one, expected, need_coarse=True, batch=batch)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -12,9 +12,11 @@ import os
 from typing import Optional
 
 #: Exit codes of every sharpit command line: bad input (a one-line reason on stderr), weights
-#: missing (how to get them is printed), interrupted by Ctrl-C.
+#: missing (how to get them is printed), some items of a batch failed (the others are saved; the
+#: reasons are in ``failures.jsonl``), interrupted by Ctrl-C.
 EXIT_BAD_INPUT = 2
 EXIT_NO_WEIGHTS = 3
+EXIT_ITEMS_FAILED = 4
 EXIT_INTERRUPTED = 130
 
 

@@ -194,3 +194,43 @@ def test_edit_up_axis_flag(tmp_path, capsys):
     save_mesh(colored_cube(), glb)
     assert edit.main(["--asset", str(glb), "--prompt", "x", "--out", str(tmp_path / "o"), "--up-axis", "z"]) == 2
     assert "--up-axis z does not apply to glTF" in capsys.readouterr().err
+
+
+def test_batch_goes_on_past_a_failing_item_and_redoes_only_what_changed(tmp_path, monkeypatch, capsys):
+    from inference import generate
+    from sharpit import EmptySurfaceError
+    from sharpit.pipeline import SharpIt3DPipeline
+
+    monkeypatch.setenv("SHARPIT_CACHE", str(tmp_path / "cache"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a chair\nnothing at all\na lamp\n")
+    out = tmp_path / "batch"
+    real = SharpIt3DPipeline.generate
+
+    def flaky(self, prompt, **kwargs):
+        if prompt == "nothing at all":
+            raise EmptySurfaceError("no surface at the requested level")
+        return real(self, prompt, **kwargs)
+
+    monkeypatch.setattr(SharpIt3DPipeline, "generate", flaky)
+    args = ["--prompts", str(prompts), "--out", str(out), *FAST]
+    assert generate.main(args) == 4
+    err = capsys.readouterr().err
+    assert "1 of 3 item(s) failed" in err and "failures.jsonl" in err
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["index"], f["error"]) for f in failures] == [(1, "EmptySurfaceError")]
+    assert "no surface" in failures[0]["message"]
+    done = {p.name: (p / "metadata.json").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    assert sorted(done) == ["00000_a_chair", "00002_a_lamp"]
+
+    monkeypatch.setattr(SharpIt3DPipeline, "generate", real)   # the retry succeeds; finished items are kept
+    assert generate.main(args) == 0
+    assert capsys.readouterr().out.count("skip (done)") == 2
+    assert (out / "00001_nothing_at_all" / "metadata.json").is_file()
+    for name, mtime in done.items():
+        assert (out / name / "metadata.json").stat().st_mtime_ns == mtime
+
+    changed = args + ["--mesh-resolution", "48"]   # the last value of a flag wins
+    assert generate.main(changed) == 2
+    err = capsys.readouterr().err
+    assert "mesh_resolution 32 (now 48)" in err and "--overwrite" in err and len(err.splitlines()) == 1
