@@ -211,3 +211,14 @@ def test_cli_option_errors_name_the_flag(flags, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert needle in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_optimize_is_one_switch(tiny_dir, monkeypatch):
+    fresh = _quiet(SharpIt3DPipeline.from_tiny(tiny_dir))
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(type(self).__name__))
+    fresh.optimize(compile=True)
+    assert sorted(compiled) == ["InstantMeshReconstructor", "UNet2DConditionModel"]
+    weight = fresh.unet.conv_in.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert fresh.generate("a red chair", seed=5, **FAST).mesh.num_faces > 0   # still runs (eager here)

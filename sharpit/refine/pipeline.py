@@ -200,7 +200,7 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
         self.register_to_config(conditioning_mode=conditioning_mode, null_condition=null_condition,
                                 condition_latent_space=condition_latent_space,
                                 ramping_coefficients=ramping_coefficients)
-        self._attention_backend = "auto"
+        self._attention_backend = "sdpa"
         self._attention_resolved = False
         self._null_posteriors: Dict[tuple, tuple] = {}
 
@@ -228,9 +228,10 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
         return resolve_conditioning_mode(self.unet.config.in_channels, self.vae.config.latent_channels,
                                          self.config.conditioning_mode)
 
-    def set_attention_backend(self, backend: str = "auto") -> None:
-        """``"sdpa"`` (PyTorch scaled-dot-product attention, the default processors), ``"xformers"``
-        (CUDA only), or ``"auto"``: xformers when importable and the UNet runs on CUDA, else SDPA."""
+    def set_attention_backend(self, backend: str = "sdpa") -> None:
+        """``"sdpa"`` (PyTorch scaled-dot-product attention with diffusers' default processors: the
+        default, as fast as xformers in PyTorch >= 2 and in the core install), ``"xformers"`` (CUDA
+        only), or ``"auto"``: xformers when importable and the UNet runs on CUDA, else SDPA."""
         if backend not in ("auto", "sdpa", "xformers"):
             raise ConfigError(f"attention backend must be 'auto', 'sdpa' or 'xformers', got {backend!r}")
         self._attention_backend = backend
@@ -465,7 +466,7 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
             init_grid: the 3x2 grid(s) SDEdit starts from when ``strength < 1``; default the condition
                 grid. With a single condition image it is required for ``strength < 1`` (the paper's
                 "Zero123++ + SDEdit" baseline: ``pipe(front_view, init_grid=coarse_grid, strength=0.6)``).
-            generator / seed: randomness, drawn in this order: condition posterior sample(s), null
+            generator / seed: randomness (``seed`` seeds a generator on the execution device), drawn in this order: condition posterior sample(s), null
                 condition sample(s), initial noise, SDEdit init posterior sample, then per step the
                 reference noise (reference mode) and the ancestral noise (Zero123++'s order).
             output_type: ``"pil"``, ``"pt"``, ``"np"`` or ``"latent"`` (see :class:`SharpItRefinePipelineOutput`).
@@ -478,8 +479,8 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise InputError(f"callback tensor inputs must be among {self._callback_tensor_inputs}, got {sorted(unknown)}")
-        if seed is not None:
-            generator = torch.Generator("cpu").manual_seed(int(seed))
+        if seed is not None:   # a generator on the execution device: noise is drawn where it is used
+            generator = torch.Generator(self._execution_device).manual_seed(int(seed))
         pixels, images = self._split_condition(condition)
         batch = pixels.shape[0] if pixels is not None else len(images)
         init = coerce_condition(init_grid) if init_grid is not None else pixels
