@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tarfile
 import warnings
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from sharpit.coarse import save_latents
+from sharpit.errors import CorruptFileError
 from sharpit.mesh_io import save_mesh
 from sharpit.testing.meshes import colored_cube, textured_cube, uv_sphere
 from sharpit.testing.refine import save_tiny_zero123plus_repo
@@ -70,8 +72,21 @@ def test_prepare_pairs_writes_shards_index_and_logs_failures(workdir, pairs):
     failed = [json.loads(line) for line in (pairs / "failed-r000.jsonl").read_text().splitlines()]
     assert [f["object_id"] for f in failed] == ["broken"]
     # a rerun resumes: nothing new to write, the broken asset is retried and fails again
+    shards = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in pairs.glob("pairs-*.tar")}
     again = _prepare(workdir)
     assert (again.written, again.skipped, again.failed) == (0, 3, 1)
+    # finished shards are never rewritten, and a run with nothing to write starts no shard
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in pairs.glob("pairs-*.tar")} == shards
+
+
+def test_shards_are_plain_tars_that_webdataset_streams(pairs):
+    import webdataset as wds
+
+    urls = [str(p) for p in sorted(pairs.glob("pairs-r000-*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert sorted(s["__key__"] for s in samples) == ["ball", "cube", "tex"]
+    assert all(set(s) >= {"target.png", "coarse.png", "json"} for s in samples)
+    assert {json.loads(s["json"])["object_id"] for s in samples} == {"ball", "cube", "tex"}
 
 
 def test_missing_caption_is_a_warning(workdir, tmp_path, caplog):
@@ -230,3 +245,21 @@ def test_prepare_pairs_splits_assets_between_torchrun_ranks(workdir, tmp_path):
                 for r in range(2)]
     assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1]
     assert per_rank[0] | per_rank[1] == {"ball", "cube", "tex"}
+
+    # rank 1 "killed" while writing one more object: half a tar member after its last indexed one,
+    # half an index line. A rerun with one process repairs rank 1's files too and has nothing to do.
+    shard = next(out.glob("pairs-r001-*.tar"))
+    with tarfile.open(shard) as tar:
+        last = tar.getmembers()[-1]
+    with open(shard, "r+b") as f:
+        f.seek(last.offset_data + -(-last.size // 512) * 512)
+        f.write(tarfile.TarInfo("more.target.png").tobuf(tarfile.USTAR_FORMAT)[:300])
+        f.truncate()
+    with open(out / "index-r001.jsonl", "a") as f:
+        f.write('{"object_id": "mo')
+    with pytest.raises(CorruptFileError):
+        PairDataset(out)
+    summary = prepare_pairs(workdir / "assets", workdir / "captions.csv", workdir / "latents", out,
+                            str(workdir / "shap-e"), tile_size=TILE, shap_e_grid_size=24)
+    assert (summary.written, summary.skipped, summary.failed) == (0, 3, 1)
+    assert sorted(e.object_id for e in PairDataset(out).entries) == ["ball", "cube", "tex"]

@@ -20,8 +20,20 @@ object id, as in Objaverse's ``glbs/000-023/<uid>.glb``):
 * caption from the CSV (``uid,caption`` rows with or without a header); a missing caption is
   a warning and becomes "".
 
-Output: see :mod:`training.shards`. A rerun skips the objects already listed in the index; a
-broken asset is logged to ``failed-r<rank>.jsonl`` and skipped.
+Output: see :mod:`training.shards`. A broken asset is logged to ``failed-r<rank>.jsonl`` and
+skipped (a rerun retries it); a folder that cannot be written stops the run.
+
+Progress is kept per object, not per shard: each pair is appended to its rank's open tar and
+``fsync``-ed, and only then recorded as finished by a line appended to ``index-r<rank>.jsonl``
+(also ``fsync``-ed). A kill, even SIGKILL or a power cut, therefore loses only the object being
+written (with several processes, one per process). Rerunning the same command resumes: every
+process first repairs what its rank left behind (an unfinished index line and the unfinished
+object after the last indexed one are cut off, and the shard gets its end-of-archive marker back;
+:func:`training.shards.repair_rank`; process 0 also repairs the ranks of an earlier run with more
+processes), then all of them skip the objects any index lists and append the rest to new shards,
+never re-rendering a finished object nor storing one twice. Until that rerun, training's
+start-up shard check may report the shard that was being written as truncated. Ctrl-C exits
+with status 130 and loses the same single object.
 """
 
 from __future__ import annotations
@@ -40,11 +52,11 @@ from tqdm.auto import tqdm
 from sharpit.cameras import VIEW_SIZE
 from sharpit.coarse.render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from sharpit.coarse.shap_e import SHAP_E_HUB_ID
-from sharpit.errors import (EXIT_NO_WEIGHTS, AssetNotFoundError, ConfigError, CorruptFileError, SharpItError,
-                            WeightsNotFoundError)
+from sharpit.errors import (EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, ConfigError, CorruptFileError,
+                            OutputNotWritableError, SharpItError, WeightsNotFoundError)
 
 from .renderers import BLENDER_LIGHTINGS, BlenderTargetRenderer, SharpItTargetRenderer
-from .shards import ShardWriter, finished_ids, log_failure
+from .shards import ShardWriter, finished_ids, log_failure, repair_ranks_from
 
 __all__ = ["ASSET_SUFFIXES", "find_assets", "read_captions", "prepare_pairs", "PrepareSummary", "main"]
 
@@ -160,29 +172,41 @@ def prepare_pairs(assets, captions, latents, output, shap_e: str, renderer: str 
     all_assets = list(find_assets(assets).items())[:limit]
     caption_of = read_captions(captions)
     latent_of = _find_latents(latents)
-    done = finished_ids(output)
     generator = ShapEGenerator.from_pretrained(shap_e).to(state.device)
+    # Repair what interrupted runs left (each rank its own files, process 0 those of ranks this run
+    # lacks), then read every index once all are repaired, and write only after everyone has read.
     writer = ShardWriter(output, rank=state.process_index, samples_per_shard=samples_per_shard)
-    with state.split_between_processes(all_assets) as mine:
-        todo = [(oid, path) for oid, path in mine if oid not in done]
-        skipped, failed = len(mine) - len(todo), 0
-        missing_captions = [oid for oid, _ in todo if oid not in caption_of]
-        if missing_captions:
-            logger.warning("%d object(s) have no caption and get \"\" (e.g. %s)", len(missing_captions),
-                           ", ".join(missing_captions[:3]))
-        for oid, path in tqdm(todo, desc=f"pairs (rank {state.process_index})",
-                              disable=not state.is_local_main_process):
-            try:
-                if oid not in latent_of:
-                    raise AssetNotFoundError(Path(latents) / f"{oid}.pt", "no Shap-E latent for this object "
-                                                                          "(.pt or .safetensors)")
-                target = render_target(load_mesh(path), tile_size, oid).cpu()
-                coarse = _coarse_grid(generator, latent_of[oid], tile_size, coarse_render, shap_e_grid_size)
-                writer.add(oid, caption_of.get(oid, ""), target, coarse, tile_size)
-            except Exception as exc:  # noqa: BLE001 - one broken asset must never stop a 180k-object run
-                failed += 1
-                logger.warning("skipping %s (%s): %s: %s", oid, path, type(exc).__name__, exc)
-                log_failure(output, state.process_index, oid, str(path), f"{type(exc).__name__}: {exc}")
+    try:
+        if state.is_main_process:
+            repair_ranks_from(output, state.num_processes)
+        state.wait_for_everyone()
+        done = finished_ids(output)
+        state.wait_for_everyone()
+        with state.split_between_processes(all_assets) as mine:
+            todo = [(oid, path) for oid, path in mine if oid not in done]
+            skipped, failed = len(mine) - len(todo), 0
+            if skipped:
+                logger.info("resuming: %d of this process's %d object(s) are already done", skipped, len(mine))
+            missing_captions = [oid for oid, _ in todo if oid not in caption_of]
+            if missing_captions:
+                logger.warning("%d object(s) have no caption and get \"\" (e.g. %s)", len(missing_captions),
+                               ", ".join(missing_captions[:3]))
+            for oid, path in tqdm(todo, desc=f"pairs (rank {state.process_index})",
+                                  disable=not state.is_local_main_process):
+                try:
+                    if oid not in latent_of:
+                        raise AssetNotFoundError(Path(latents) / f"{oid}.pt", "no Shap-E latent for this object "
+                                                                              "(.pt or .safetensors)")
+                    target = render_target(load_mesh(path), tile_size, oid).cpu()
+                    coarse = _coarse_grid(generator, latent_of[oid], tile_size, coarse_render, shap_e_grid_size)
+                    writer.add(oid, caption_of.get(oid, ""), target, coarse, tile_size)  # durable when it returns
+                except OutputNotWritableError:
+                    raise  # the pairs folder, not the asset, is the problem: stop
+                except Exception as exc:  # noqa: BLE001 - one broken asset must never stop a 180k-object run
+                    failed += 1
+                    logger.warning("skipping %s (%s): %s: %s", oid, path, type(exc).__name__, exc)
+                    log_failure(output, state.process_index, oid, str(path), f"{type(exc).__name__}: {exc}")
+    finally:
         writer.close()
     state.wait_for_everyone()
     return PrepareSummary(written=writer.written, skipped=skipped, failed=failed)
@@ -214,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns 0, 2 with a one-line reason for bad input, or 3 when the
-    Shap-E weights are missing (the exit codes of the inference commands)."""
+    """Command-line entry point; returns 0, 2 with a one-line reason for bad input or an unwritable
+    output, 3 when the Shap-E weights are missing, 130 when interrupted (the exit codes of the
+    inference commands)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
@@ -232,6 +257,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SharpItError as exc:
         print(f"prepare_pairs: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("prepare_pairs: interrupted; every finished pair is kept: rerun the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     line = f"wrote {summary.written} pair(s), {summary.skipped} already done, {summary.failed} failed"
     if summary.failed:
         logs = sorted(str(p) for p in Path(args.output).glob("failed-r*.jsonl"))
