@@ -47,6 +47,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--texture-size", type=int, default=None, help="texture map size (1024)")
     parser.add_argument("--face-budget", type=int, default=None,
                         help="faces kept before UV unwrapping with --textured (20000)")
+    parser.add_argument("--uv-layout", choices=["pairs", "xatlas"], default=None,
+                        help="texture layout with --textured: pairs (fast, default) or xatlas (few seams, "
+                             "for painting)")
     models = parser.add_argument_group("models (hub ids or local paths)")
     models.add_argument("--pipeline", default=None,
                         help="a saved SharpIt3DPipeline folder or hub id (replaces the model flags below)")
@@ -86,7 +89,7 @@ def generation_overrides(args: argparse.Namespace, **command_options) -> Dict[st
     flags = dict(command_options, refine_steps=args.refine_steps, guidance_scale=args.guidance_scale,
                  strength=args.strength, coarse_grid_size=args.coarse_grid_size,
                  mesh_resolution=args.mesh_resolution, texture_size=args.texture_size,
-                 face_budget=args.face_budget, negative_prompt=args.negative_prompt)
+                 face_budget=args.face_budget, uv_layout=args.uv_layout, negative_prompt=args.negative_prompt)
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.textured:
         overrides["textured"] = True
@@ -252,7 +255,7 @@ def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], **f
     base = TINY_OPTIONS if args.tiny else GenerationOptions.from_dict(_saved_defaults(args.pipeline))
     recorded = base.replace(**overrides).to_dict()
     if not recorded["textured"]:
-        recorded.update(texture_size=None, face_budget=None)
+        recorded.update(texture_size=None, face_budget=None, uv_layout=None)
     return {**recorded, **fixed}
 
 

@@ -28,6 +28,8 @@ __all__ = ["GenerationOptions", "OptionError", "TINY_OPTIONS", "DEFAULT_FACE_BUD
 #: Faces kept before UV unwrapping (:func:`sharpit.reconstruct.bake_texture`), so xatlas (CPU-only)
 #: stays fast: measured on a 2-core CPU, about 0.4 s at 10k faces, 4 s at 20k and 47 s at 50k.
 DEFAULT_FACE_BUDGET = 20000
+#: UV layouts of baked textures (see :mod:`sharpit.reconstruct.texture`).
+UV_LAYOUTS = ("pairs", "xatlas")
 
 
 class OptionError(InputError):
@@ -74,6 +76,8 @@ class GenerationOptions:
         textured: bake a UV texture map (xatlas) instead of returning vertex colours.
         texture_size: side of the baked texture map, in pixels (with ``textured``).
         face_budget: faces kept before UV unwrapping (with ``textured``).
+        uv_layout: "pairs" (fast, default) or "xatlas" (few seams, for painting) (with
+            ``textured``; :mod:`sharpit.reconstruct.texture`).
     Raises:
         OptionError: a value of the wrong type or out of range, naming its keyword.
     """
@@ -90,6 +94,7 @@ class GenerationOptions:
     textured: bool = False
     texture_size: int = 1024
     face_budget: int = DEFAULT_FACE_BUDGET
+    uv_layout: str = "pairs"
 
     def __post_init__(self) -> None:
         _int("coarse_steps", self.coarse_steps, 1)
@@ -111,6 +116,8 @@ class GenerationOptions:
             raise OptionError("textured", f"must be True or False, got {self.textured!r}")
         _int("texture_size", self.texture_size, 16)
         _int("face_budget", self.face_budget, 4)
+        if self.uv_layout not in UV_LAYOUTS:
+            raise OptionError("uv_layout", f"must be one of {UV_LAYOUTS}, got {self.uv_layout!r}")
         for name in ("coarse_guidance_scale", "guidance_scale", "strength"):
             object.__setattr__(self, name, float(getattr(self, name)))
 

@@ -414,12 +414,12 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 warnings.filterwarnings("ignore", message="the views' border pixels")
             mesh = self.reconstructor.reconstruct(refined, resolution=options.mesh_resolution,
                                                   texture=options.textured, texture_size=options.texture_size,
-                                                  face_budget=options.face_budget)
+                                                  face_budget=options.face_budget, uv_layout=options.uv_layout)
         self.maybe_free_model_hooks()
         timings["total"] = sum(timings.values())
         recorded = options.to_dict()
         if not options.textured:
-            recorded.update(texture_size=None, face_budget=None)
+            recorded.update(texture_size=None, face_budget=None, uv_layout=None)
         params.update(recorded)
         return SharpIt3DPipelineOutput(
             prompt=prompt, mesh=mesh.to("cpu").transformed(transform),

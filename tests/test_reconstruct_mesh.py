@@ -155,22 +155,46 @@ def _sample_surface(mesh: Mesh, n: int, gen: torch.Generator):
     return (mesh.vertices[idx] * w[..., None]).sum(1), (mesh.uvs[idx] * w[..., None]).sum(1)
 
 
+@pytest.mark.parametrize("layout", ["pairs", "xatlas"])
 @pytest.mark.parametrize("source", ["color_fn", "vertex_colors"])
-def test_texture_baking_reproduces_known_colours(source):
+def test_texture_baking_reproduces_known_colours(source, layout):
     from sharpit.render import sample_texture
 
     mesh = _icosphere(3)
     if source == "vertex_colors":
         mesh = Mesh(mesh.vertices, mesh.faces, vertex_colors=_colour(mesh.vertices))
-        baked = bake_texture(mesh, None, texture_size=256, face_budget=None)
+        baked = bake_texture(mesh, None, texture_size=256, face_budget=None, uv_layout=layout)
     else:
-        baked = bake_texture(mesh, _colour, texture_size=256, face_budget=None)
+        baked = bake_texture(mesh, _colour, texture_size=256, face_budget=None, uv_layout=layout)
     assert baked.has_texture and baked.texture.shape == (256, 256, 3) and baked.vertex_colors is None
     assert baked.num_faces == mesh.num_faces
     points, uv = _sample_surface(baked, 2000, torch.Generator().manual_seed(0))
     err = (sample_texture(baked.texture, uv) - _colour(points)).abs()
     assert err.mean().item() < 0.01
     assert torch.quantile(err.max(-1).values, 0.99).item() < 0.06
+
+
+def test_pairs_layout_renders_like_the_vertex_coloured_mesh():
+    """No visible seams: the textured mesh renders as the vertex-coloured one (six views, PSNR)."""
+    from sharpit.reconstruct.texture import pair_layout
+    from sharpit.render import render_views
+
+    mesh = _icosphere(4)                                             # 5120 faces
+    mesh = Mesh(mesh.vertices, mesh.faces, vertex_colors=_colour(mesh.vertices))
+    baked = bake_texture(mesh, None, texture_size=512, face_budget=None, uv_layout="pairs")
+    assert baked.num_vertices == 3 * mesh.num_faces
+    ref, img = (render_views(m, size=160, supersample=2).images for m in (mesh, baked))
+    psnr = 10 * torch.log10(1 / ((ref - img) ** 2).mean())
+    assert psnr > 35
+    uvs, cell, legs = pair_layout(mesh.num_faces, 512)
+    texels = uvs * 512
+    assert float(texels.min()) >= 0.5 and float(texels.max()) <= 512 - 0.5 and legs >= 1
+    cells = (texels.mean(1) // cell).long()                       # two faces per cell, each in its own
+    assert int(torch.unique(cells[:, 0] * 10000 + cells[:, 1], return_counts=True)[1].max()) == 2
+    with pytest.raises(InputError, match="too small"):
+        pair_layout(100000, 256)
+    with pytest.raises(InputError, match="uv_layout"):
+        bake_texture(mesh, None, texture_size=64, uv_layout="cube")
 
 
 def test_decimation_respects_the_budget_and_keeps_colours():

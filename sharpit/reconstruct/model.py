@@ -240,7 +240,7 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
     def reconstruct(self, views, cameras: Optional[Union[CameraBatch, torch.Tensor]] = None,
                     resolution: int = MESH_RESOLUTION, threshold: float = MESH_THRESHOLD,
                     texture: bool = False, texture_size: int = 1024,
-                    face_budget: int = DEFAULT_FACE_BUDGET) -> Mesh:
+                    face_budget: int = DEFAULT_FACE_BUDGET, uv_layout: str = "pairs") -> Mesh:
         """Six refined views of one object -> mesh in the sharpit world frame.
 
         Args:
@@ -248,8 +248,9 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
                 :func:`~sharpit.reconstruct.inputs.prepare_views`).
             cameras: sharpit-frame cameras of the views; default the Zero123++ v1.2 cameras.
             resolution, threshold: marching-cubes grid and density level.
-            texture: bake a UV texture (decimate to ``face_budget``, xatlas unwrap,
-                ``texture_size``^2 map) instead of returning vertex colours.
+            texture: bake a UV texture (decimate to ``face_budget``, lay out UVs as ``uv_layout``,
+                ``texture_size``^2 map; :func:`~sharpit.reconstruct.bake_texture`) instead of
+                returning vertex colours.
         """
         planes = self.encode_views(views, cameras)
         if planes.shape[0] != 1:
@@ -261,7 +262,7 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
         from .texture import bake_texture
 
         return bake_texture(mesh, lambda p: self.query(planes, p)[1], texture_size=texture_size,
-                            face_budget=face_budget)
+                            face_budget=face_budget, uv_layout=uv_layout)
 
     # -- rendering ------------------------------------------------------------------------
     @torch.no_grad()
