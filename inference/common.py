@@ -47,6 +47,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--texture-size", type=int, default=None, help="texture map size (1024)")
     parser.add_argument("--face-budget", type=int, default=None,
                         help="faces kept before UV unwrapping with --textured (20000)")
+    parser.add_argument("--texture-source", choices=["views", "field"], default=None,
+                        help="texture colours with --textured: from the refined views where they see the "
+                             "surface (default) or from the reconstructor's colour field only")
     parser.add_argument("--uv-layout", choices=["pairs", "xatlas"], default=None,
                         help="texture layout with --textured: pairs (fast, default) or xatlas (few seams, "
                              "for painting)")
@@ -89,7 +92,8 @@ def generation_overrides(args: argparse.Namespace, **command_options) -> Dict[st
     flags = dict(command_options, refine_steps=args.refine_steps, guidance_scale=args.guidance_scale,
                  strength=args.strength, coarse_grid_size=args.coarse_grid_size,
                  mesh_resolution=args.mesh_resolution, texture_size=args.texture_size,
-                 face_budget=args.face_budget, uv_layout=args.uv_layout, negative_prompt=args.negative_prompt)
+                 face_budget=args.face_budget, uv_layout=args.uv_layout, texture_source=args.texture_source,
+                 negative_prompt=args.negative_prompt)
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.textured:
         overrides["textured"] = True
@@ -255,7 +259,7 @@ def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], **f
     base = TINY_OPTIONS if args.tiny else GenerationOptions.from_dict(_saved_defaults(args.pipeline))
     recorded = base.replace(**overrides).to_dict()
     if not recorded["textured"]:
-        recorded.update(texture_size=None, face_budget=None, uv_layout=None)
+        recorded.update(texture_size=None, face_budget=None, uv_layout=None, texture_source=None)
     return {**recorded, **fixed}
 
 

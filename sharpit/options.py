@@ -30,6 +30,8 @@ __all__ = ["GenerationOptions", "OptionError", "TINY_OPTIONS", "DEFAULT_FACE_BUD
 DEFAULT_FACE_BUDGET = 20000
 #: UV layouts of baked textures (see :mod:`sharpit.reconstruct.texture`).
 UV_LAYOUTS = ("pairs", "xatlas")
+#: Where baked texture colours come from (see :class:`GenerationOptions`).
+TEXTURE_SOURCES = ("views", "field")
 
 
 class OptionError(InputError):
@@ -78,6 +80,10 @@ class GenerationOptions:
         face_budget: faces kept before UV unwrapping (with ``textured``).
         uv_layout: "pairs" (fast, default) or "xatlas" (few seams, for painting) (with
             ``textured``; :mod:`sharpit.reconstruct.texture`).
+        texture_source: "views" (default): texels the refined views see take their colours from
+            them, the rest from the reconstructor's colour field; "field": the colour field only.
+            Measured on a synthetic object, "views" renders 5.7 dB closer to the truth at novel
+            views (``benchmarks/RESULTS.md``).
     Raises:
         OptionError: a value of the wrong type or out of range, naming its keyword.
     """
@@ -95,6 +101,7 @@ class GenerationOptions:
     texture_size: int = 1024
     face_budget: int = DEFAULT_FACE_BUDGET
     uv_layout: str = "pairs"
+    texture_source: str = "views"
 
     def __post_init__(self) -> None:
         _int("coarse_steps", self.coarse_steps, 1)
@@ -118,6 +125,8 @@ class GenerationOptions:
         _int("face_budget", self.face_budget, 4)
         if self.uv_layout not in UV_LAYOUTS:
             raise OptionError("uv_layout", f"must be one of {UV_LAYOUTS}, got {self.uv_layout!r}")
+        if self.texture_source not in TEXTURE_SOURCES:
+            raise OptionError("texture_source", f"must be one of {TEXTURE_SOURCES}, got {self.texture_source!r}")
         for name in ("coarse_guidance_scale", "guidance_scale", "strength"):
             object.__setattr__(self, name, float(getattr(self, name)))
 

@@ -414,12 +414,13 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 warnings.filterwarnings("ignore", message="the views' border pixels")
             mesh = self.reconstructor.reconstruct(refined, resolution=options.mesh_resolution,
                                                   texture=options.textured, texture_size=options.texture_size,
-                                                  face_budget=options.face_budget, uv_layout=options.uv_layout)
+                                                  face_budget=options.face_budget, uv_layout=options.uv_layout,
+                                                  texture_source=options.texture_source)
         self.maybe_free_model_hooks()
         timings["total"] = sum(timings.values())
         recorded = options.to_dict()
         if not options.textured:
-            recorded.update(texture_size=None, face_budget=None, uv_layout=None)
+            recorded.update(texture_size=None, face_budget=None, uv_layout=None, texture_source=None)
         params.update(recorded)
         return SharpIt3DPipelineOutput(
             prompt=prompt, mesh=mesh.to("cpu").transformed(transform),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,14 @@ def test_turntable_video_is_written_atomically(tmp_path, suffix):
         write_video(frames, tmp_path / "spin.avi")
     with pytest.raises(InputError, match="pass exactly one"):
         model.render_novel_views()
+
+
+def test_texture_from_the_views_is_closer_to_the_truth_at_novel_views():
+    """What ``texture_source="views"`` buys (benchmarks/bench_texture.py, smaller here)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_texture import texture_sources
+
+    rows = {source: quality for source, _, quality in texture_sources(torch.device("cpu"), texture_size=256)}
+    assert rows["views"] > rows["field"] + 2.0, rows

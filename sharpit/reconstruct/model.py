@@ -22,6 +22,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from .. import isosurface
 from ..cameras import CameraBatch, turntable_cameras
 from ..errors import CheckpointError, InputError
+from ..grid import as_views_tensor
 from ..mesh import Mesh, Similarity
 from .checkpoint import (classic_vit_names, compare_keys, guess_variant, read_state_dict, read_vit_weights,
                          resolve_checkpoint)
@@ -240,7 +241,8 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
     def reconstruct(self, views, cameras: Optional[Union[CameraBatch, torch.Tensor]] = None,
                     resolution: int = MESH_RESOLUTION, threshold: float = MESH_THRESHOLD,
                     texture: bool = False, texture_size: int = 1024,
-                    face_budget: int = DEFAULT_FACE_BUDGET, uv_layout: str = "pairs") -> Mesh:
+                    face_budget: int = DEFAULT_FACE_BUDGET, uv_layout: str = "pairs",
+                    texture_source: str = "views") -> Mesh:
         """Six refined views of one object -> mesh in the sharpit world frame.
 
         Args:
@@ -250,7 +252,9 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
             resolution, threshold: marching-cubes grid and density level.
             texture: bake a UV texture (decimate to ``face_budget``, lay out UVs as ``uv_layout``,
                 ``texture_size``^2 map; :func:`~sharpit.reconstruct.bake_texture`) instead of
-                returning vertex colours.
+                returning vertex colours; with ``texture_source="views"`` texels the views see are
+                coloured from them (:class:`~sharpit.reconstruct.projection.ViewProjector`), the
+                rest from the colour field ("field": the colour field everywhere).
         """
         planes = self.encode_views(views, cameras)
         if planes.shape[0] != 1:
@@ -261,8 +265,16 @@ class InstantMeshReconstructor(ModelMixin, ConfigMixin):
             return mesh
         from .texture import bake_texture
 
+        if texture_source not in ("views", "field"):
+            raise InputError(f"texture_source must be 'views' or 'field', got {texture_source!r}")
+        projected = {}
+        if texture_source == "views":
+            if isinstance(cameras, torch.Tensor):
+                raise InputError("texture_source='views' projects the views with sharpit-frame cameras (a "
+                                 "CameraBatch); with InstantMesh camera vectors use texture_source='field'")
+            projected = dict(views=as_views_tensor(views)[0].to(self.device), cameras=cameras)
         return bake_texture(mesh, lambda p: self.query(planes, p)[1], texture_size=texture_size,
-                            face_budget=face_budget, uv_layout=uv_layout)
+                            face_budget=face_budget, uv_layout=uv_layout, **projected)
 
     # -- rendering ------------------------------------------------------------------------
     @torch.no_grad()

@@ -30,6 +30,7 @@ from ..errors import InputError, MeshError
 from ..isosurface import query_points
 from ..mesh import Mesh
 from ..options import DEFAULT_FACE_BUDGET, UV_LAYOUTS
+from ..render.shading import face_normals
 
 __all__ = ["decimate", "unwrap_uv", "pair_layout", "dilate_texture", "bake_texture", "DEFAULT_FACE_BUDGET",
            "UV_LAYOUTS"]
@@ -128,7 +129,7 @@ def pair_layout(num_faces: int, texture_size: int):
     return (origin[:, None] + corners) / texture_size, cell, legs
 
 
-def _bake_pairs(mesh: Mesh, color_fn: Optional[ColorFn], texture_size: int, chunk: int):
+def _bake_pairs(mesh: Mesh, color_fn: Optional[ColorFn], texture_size: int, chunk: int, projector=None):
     """Texture of the "pairs" layout: per texel centre, its cell, its triangle and barycentric
     coordinates in closed form; colour from ``color_fn`` at the 3-D point (or the interpolated
     vertex colours). Returns ``(uvs (F, 3, 2), texture (T, T, 3), covered (T, T))``."""
@@ -149,11 +150,14 @@ def _bake_pairs(mesh: Mesh, color_fn: Optional[ColorFn], texture_size: int, chun
     bary = torch.stack([1 - a - b, a, b], -1)                       # weights of the face's corners 0, 1, 2
     corners = mesh.faces[face]                                      # (P, 3)
     texture = torch.ones(texture_size, texture_size, 3, device=dev)
+    points = (mesh.vertices[corners] * bary[..., None]).sum(1)
     if color_fn is None:
         values = (mesh.vertex_colors[corners] * bary[..., None]).sum(1)
     else:
-        points = (mesh.vertices[corners] * bary[..., None]).sum(1)
         values = query_points(color_fn, points, chunk).float().to(dev)
+    if projector is not None:
+        normals = face_normals(mesh.vertices, mesh.faces)[face]
+        values = projector.blend(points, normals, values.float())
     texture[covered] = values.to(texture.dtype)
     # rows were built with y up; the texture's row 0 is the top (v = 1)
     return uvs.to(dev), texture.flip(0), covered.flip(0)
@@ -195,7 +199,8 @@ def dilate_texture(texture: torch.Tensor, mask: torch.Tensor, iterations: int = 
 
 def bake_texture(mesh: Mesh, color_fn: Optional[ColorFn] = None, texture_size: int = 1024,
                  face_budget: Optional[int] = DEFAULT_FACE_BUDGET, dilation: int = DEFAULT_DILATION,
-                 chunk: int = 1 << 18, uv_layout: str = "pairs") -> Mesh:
+                 chunk: int = 1 << 18, uv_layout: str = "pairs", views: Optional[torch.Tensor] = None,
+                 cameras=None) -> Mesh:
     """A UV-textured copy of ``mesh``.
 
     Args:
@@ -208,6 +213,10 @@ def bake_texture(mesh: Mesh, color_fn: Optional[ColorFn] = None, texture_size: i
         dilation: texels the charts are grown by.
         uv_layout: "pairs" (fast, the default) or "xatlas" (few seams, for painting); see the
             module docstring.
+        views, cameras: optional (N, 3, H, W) images of the mesh (e.g. the refined views) and
+            their cameras (default the Zero123++ v1.2 ones): texels the views see take their
+            colours from them (:class:`~sharpit.reconstruct.projection.ViewProjector`), the rest
+            keep ``color_fn``'s.
     Returns:
         A :class:`Mesh` with ``uvs`` (V', 2) and ``texture`` (size, size, 3) in [0, 1], no vertex colours.
     """
@@ -222,8 +231,13 @@ def bake_texture(mesh: Mesh, color_fn: Optional[ColorFn] = None, texture_size: i
     if face_budget is not None:
         mesh = decimate(mesh, face_budget)
     dev = mesh.device
+    projector = None
+    if views is not None:
+        from .projection import ViewProjector
+
+        projector = ViewProjector(mesh, views.to(dev), cameras)
     if uv_layout == "pairs":
-        uvs, texture, covered = _bake_pairs(mesh, color_fn, texture_size, chunk)
+        uvs, texture, covered = _bake_pairs(mesh, color_fn, texture_size, chunk, projector)
         texture = dilate_texture(texture.clamp(0, 1), covered, dilation)
         faces = torch.arange(3 * mesh.num_faces, device=dev).reshape(-1, 3)
         return Mesh(mesh.vertices[mesh.faces.reshape(-1)], faces, uvs=uvs.reshape(-1, 2), texture=texture,
@@ -235,10 +249,13 @@ def bake_texture(mesh: Mesh, color_fn: Optional[ColorFn] = None, texture_size: i
     frags = rasterize(clip[None], faces, texture_size, texture_size)
     mask = frags.mask[0]
     texture = torch.ones(texture_size, texture_size, 3, device=dev)
+    points = interpolate(verts, faces, frags)[0][mask]
     if color_fn is None:
         texture = interpolate(mesh.vertex_colors[vmapping], faces, frags)[0]
     else:
-        points = interpolate(verts, faces, frags)[0][mask]
         texture[mask] = query_points(color_fn, points, chunk).float().to(dev)
+    if projector is not None:
+        normals = face_normals(verts, faces)[frags.pix_to_face[0][mask]]
+        texture[mask] = projector.blend(points, normals, texture[mask].float()).to(texture.dtype)
     texture = dilate_texture(texture.clamp(0, 1), mask, dilation)
     return Mesh(verts, faces, uvs=uvs, texture=texture, source=mesh.source).validate()
