@@ -115,15 +115,17 @@ def generation_overrides(args: argparse.Namespace, **command_options) -> Dict[st
 def read_prompts(path: str) -> List[str]:
     """One prompt per line; blank lines and lines starting with '#' are skipped."""
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"--prompts {p} is a folder; pass a text file with one prompt per line")
     if not p.is_file():
-        raise AssetNotFoundError(p, "prompt file not found")
+        raise AssetNotFoundError(p, "--prompts: file not found; pass a text file with one prompt per line")
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: the prompt file is not UTF-8 text") from exc
+    except UnicodeDecodeError:
+        raise InputError(f"--prompts {p}: the file is not UTF-8 text; save it as UTF-8") from None
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
-        raise InputError(f"{p}: the prompt file holds no prompts (one per line)")
+        raise InputError(f"--prompts {p}: the file holds no prompts (one per line)")
     return prompts
 
 
@@ -158,7 +160,7 @@ def plan_items(prompts: List[str], out: Path, seed: int, batch: bool, source: Op
     return [Item(i, p, seed + i, out / f"{i:05d}_{slug(p)}", source) for i, p in enumerate(prompts)]
 
 
-def check_output(out: Path, overwrite: bool, batch: bool) -> None:
+def check_output(out: "Path | str", overwrite: bool, batch: bool) -> None:
     """Check ``--out`` before anything heavy runs: a single result's folder must not hold anything
     unless ``--overwrite``; a batch's ``--out`` must be a folder if it exists (finished items are
     skipped); and folders must be creatable there (a probe folder is made and removed, so
@@ -167,6 +169,9 @@ def check_output(out: Path, overwrite: bool, batch: bool) -> None:
     Raises:
         OutputExistsError, OutputNotWritableError: naming ``--out`` and what to do.
     """
+    if not str(out).strip():
+        raise InputError("--out is empty; name the folder results go to, e.g. --out outputs/chair")
+    out = Path(out)
     if out.exists():
         if not out.is_dir():
             raise OutputExistsError(out, "--out is a file; results are folders: choose another --out")
@@ -207,6 +212,27 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
         return False
 
 
+def _check_local_model(key: str, path: Path, marker: str) -> None:
+    """A local model path must be what its flag takes: a folder holding ``marker``
+    (``model_index.json``, ``config.json``), or for ``--instantmesh`` also a ``.ckpt`` file."""
+    flag = MODEL_FLAGS[key]
+    if not path.exists():
+        raise AssetNotFoundError(path, f"{flag}: no such file or folder; pass a local folder or a Hugging Face hub id")
+    if key == "instantmesh":
+        if path.is_file() and path.suffix != ".ckpt":
+            raise InputError(f"{flag} {path}: not an InstantMesh checkpoint; pass the released .ckpt file, the "
+                             "folder holding it, or a folder saved with InstantMeshReconstructor.save_pretrained")
+        if path.is_dir() and not ((path / marker).is_file() or (path / "config.json").is_file()):
+            raise InputError(f"{flag} {path}: the folder holds neither {marker} nor a saved reconstructor "
+                             "(config.json)")
+        return
+    if not path.is_dir():
+        raise InputError(f"{flag} {path} is a file; pass the model's folder (it holds {marker})")
+    if not (path / marker).is_file():
+        raise InputError(f"{flag} {path}: not a model folder (no {marker}); pass the folder you downloaded, e.g. "
+                         "with `huggingface-cli download <id> --local-dir DIR`")
+
+
 def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
     """Before loading: every model flag names an existing local path, or a hub id that is cached
     or downloadable. Offline (``HF_HUB_OFFLINE=1``, or no answer from the hub within 1.5 s) every
@@ -222,6 +248,9 @@ def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
     from sharpit.sources import is_hub_id
 
     if args.tiny:
+        given = [flag for flag, value in (("--pipeline", args.pipeline), ("--refiner", args.refiner)) if value]
+        if given:
+            raise InputError(f"--tiny uses random tiny models and cannot be combined with {given[0]}; drop one of them")
         return
     if args.pipeline is not None:
         wanted = {"pipeline": (args.pipeline, "model_index.json")}
@@ -237,9 +266,7 @@ def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
     missing = []
     for key, (source, marker) in wanted.items():
         if not is_hub_id(source):
-            if not os.path.exists(source):
-                raise AssetNotFoundError(source, f"{MODEL_FLAGS[key]}: no such file or folder; pass a local "
-                                                 "folder or a Hugging Face hub id")
+            _check_local_model(key, Path(source), marker)
             continue
         if not isinstance(try_to_load_from_cache(source, marker), str):
             missing.append((key, source))
@@ -272,6 +299,11 @@ def _saved_defaults(pipeline: Optional[str]) -> Optional[Dict[str, Any]]:
     index = Path(pipeline) / "model_index.json"
     if not index.is_file():
         from huggingface_hub import try_to_load_from_cache
+
+        from sharpit.sources import is_hub_id
+
+        if not is_hub_id(pipeline):
+            return None   # check_weights reports the bad path
 
         cached = try_to_load_from_cache(pipeline, "model_index.json")
         if not isinstance(cached, str):

@@ -35,10 +35,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
                                      coarse_guidance_scale=args.coarse_guidance_scale)
     prompts, batch = collect_prompts(args, "a red wooden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch)
-    check_output(Path(args.out), args.overwrite, batch)
+    check_output(args.out, args.overwrite, batch)
+    check_weights(args, need_coarse=True)
     expected = expected_parameters(args, overrides, mode="generate")
     check_done_items(items, expected, args.overwrite)
-    check_weights(args, need_coarse=True)
 
     def run_one(pipe, item):
         return pipe.generate(item.prompt, seed=item.seed, **overrides)

@@ -464,53 +464,7 @@ _ACCEPTED = "accepted: "
 #: What each failing case does today (stderr as a terminal shows it, the walk's folder as <path>;
 #: times in-process with the tiny models on a busy 2-core CPU, without the loader stop).
 XFAIL: Dict[str, str] = {}
-for _cmd in ("generate", "edit"):
-    XFAIL.update({
-        f"{_cmd}--prompts-missing": _NO_FLAG.format(flag="--prompts") + "'error: <path>: prompt file not found'",
-        f"{_cmd}--prompts-folder": "an existing folder is called missing, and --prompts is not named: "
-                                   "'error: <path>: prompt file not found'",
-        f"{_cmd}--prompts-not-utf8": _NO_FLAG.format(flag="--prompts")
-                                     + "'error: <path>: the prompt file is not UTF-8 text'",
-        f"{_cmd}--pipeline-missing": _TB + "huggingface_hub.errors.HFValidationError: Repo id must be in the form "
-                                     "'repo_name' or 'namespace/repo_name': '<path>' (from try_to_load_from_cache in "
-                                     "inference.common._saved_defaults), at once",
-        f"{_cmd}--pipeline-a-file": _TB + "HFValidationError: Repo id must be in the form ... '<path>' "
-                                    "(inference.common._saved_defaults), at once",
-        f"{_cmd}--pipeline-empty-folder": _TB + "HFValidationError: Repo id must be in the form ... '<path>' "
-                                          "(inference.common._saved_defaults), at once",
-        f"{_cmd}--pipeline-missing-with-tiny": _ACCEPTED + "with --tiny a nonexistent --pipeline is silently ignored: "
-                                               "the tiny chain runs and exits 0 (3-13 s)",
-        f"{_cmd}--out-empty": _LATE + "--out '' is taken as the current folder, passes every check, the whole tiny "
-                              "chain runs (3-5 s), then 'error: .: already exists; pass overwrite=True (--overwrite) "
-                              "or choose another path' (names '.' and a Python keyword)",
-        f"{_cmd}--instantmesh-a-file": _TB + "KeyError: 544502645 (unpickling the text file as a checkpoint), "
-                                      "after the other models loaded (0.1 s tiny)",
-        f"{_cmd}--sharpit-unet-a-file": _LATE + "'Loading weights' progress bars of the models loaded first, then "
-                                        "'error: <path>: cannot load the Sharp-It UNet: It looks like the config "
-                                        "file at '<path>' is not a valid JSON file.' (does not name --sharpit-unet)",
-        f"{_cmd}--refiner-empty-folder": _NO_FLAG.format(flag="--refiner") + "'error: <path>: cannot load the "
-                                         "Sharp-It pipeline: Error no file named model_index.json found in directory "
-                                         "<path>.', after a diffusers FutureWarning (torch_dtype is deprecated) on "
-                                         "stderr" + (" and the Shap-E load" if _cmd == "generate" else ""),
-        f"{_cmd}--zero123plus-empty-folder": (
-            _LATE + "the Shap-E prior loads first ('Loading weights' bars), then " if _cmd == "generate" else
-            _NO_FLAG.format(flag="--zero123plus")) + "'error: <path>: cannot load the Zero123++ VAE: Error no file "
-                                                     "named config.json found in directory <path>.'",
-    })
 XFAIL.update({
-    "generate--shap-e-a-file": _NO_FLAG.format(flag="--shap-e") + "'error: <path>: cannot load the Shap-E prior: It "
-                               "looks like the config file at '<path>' is not a valid JSON file.'",
-    "edit--shap-e-a-file-for-latent": _NO_FLAG.format(flag="--shap-e") + "'error: <path>: cannot load the Shap-E "
-                                      "prior: It looks like the config file at '<path>' is not a valid JSON file.'",
-    "edit--asset-empty": "misleading: --asset '' is reported as the folder '.': 'error: --asset . is a folder; pass "
-                         "one mesh file or latent file (...)'",
-    "edit--asset-unsupported-format": _NO_FLAG.format(flag="--asset") + "'error: <path>: not a mesh or latent file; "
-                                      "mesh formats: .glb, .gltf, .obj, .ply, .stl, .off, latents: .safetensors, .pt, "
-                                      ".pth'",
-    "edit--asset-corrupt-glb": _LATE + "'error: <path>: could not be read as glTF: truncated: the GLB header "
-                               "declares 1651663207 bytes but the file has 34' after the models loaded (0.1 s tiny)",
-    "edit--asset-corrupt-latent": _LATE + "'error: <path>: cannot read safetensors file (Error while deserializing "
-                                  "header: invalid header length)' after the models loaded (0.1-0.4 s tiny)",
     # sharpit-prepare-pairs
     "prepare--assets-missing": _NO_FLAG.format(flag="--assets") + "'prepare_pairs: error: <path>: asset folder not "
                                "found'",
