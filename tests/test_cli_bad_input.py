@@ -347,10 +347,16 @@ def _prepare_cases() -> List[Case]:
         _c(cmd, "--shap_e", "nobody/no-such-shap-e", "hub-offline", code=3),
         _c(cmd, "--renderer", "povray", "unknown"),
         _c(cmd, "--shading", "flat", "unknown"),
+        # a flag of the other renderer is refused (naming the conflict), not silently ignored; with
+        # --renderer blender its value is checked before bpy is imported or Shap-E loads
+        _c(cmd, "--shading", "unlit", "with-blender", extra=("--renderer", "blender"), needles=("--renderer",)),
         _c(cmd, "--lightings", None, "no-value"),
-        _c(cmd, "--lightings", "moonlight", "unknown-preset"),
+        _c(cmd, "--lightings", "moonlight", "unknown-preset", needles=("--renderer",)),
+        _c(cmd, "--lightings", "moonlight", "unknown-preset-for-blender", extra=("--renderer", "blender"),
+           needles=("moonlight",)),
         _c(cmd, "--blender_samples", "lots", "not-int"),
-        _c(cmd, "--blender_samples", "0", "zero"),
+        _c(cmd, "--blender_samples", "0", "zero", needles=("--renderer",)),
+        _c(cmd, "--blender_samples", "0", "zero-for-blender", extra=("--renderer", "blender"), needles=(">= 1",)),
         _c(cmd, "--tile_size", "12", "not-multiple-of-8"),
         _c(cmd, "--tile_size", "big", "not-int"),
         _c(cmd, "--coarse_mode", "voxels", "unknown"),
@@ -464,145 +470,6 @@ _ACCEPTED = "accepted: "
 #: What each failing case does today (stderr as a terminal shows it, the walk's folder as <path>;
 #: times in-process with the tiny models on a busy 2-core CPU, without the loader stop).
 XFAIL: Dict[str, str] = {}
-XFAIL.update({
-    # sharpit-prepare-pairs
-    "prepare--assets-missing": _NO_FLAG.format(flag="--assets") + "'prepare_pairs: error: <path>: asset folder not "
-                               "found'",
-    "prepare--assets-a-file": "an existing file is called missing, and --assets is not named: 'prepare_pairs: error: "
-                              "<path>: asset folder not found'",
-    "prepare--assets-no-assets": _ACCEPTED + "a folder without .glb/.gltf/.obj loads Shap-E and exits 0 with "
-                                 "'wrote 0 pair(s), 0 already done, 0 failed' (0.05-0.3 s tiny)",
-    "prepare--captions-folder": "an existing folder is called missing: 'prepare_pairs: error: <path>: captions file "
-                                "not found'",
-    "prepare--captions-not-utf8": _TB + "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: "
-                                  "invalid start byte (read_captions), at once",
-    "prepare--captions-no-id-column": _NO_FLAG.format(flag="--captions") + "'prepare_pairs: error: <path>: the header "
-                                      "has a caption column but no id column (object_id, uid, id)'",
-    "prepare--latents-missing": _NO_FLAG.format(flag="--latents") + "'prepare_pairs: error: <path>: latent folder "
-                                "not found'",
-    "prepare--latents-a-file": "an existing file is called missing, and --latents is not named: 'prepare_pairs: "
-                               "error: <path>: latent folder not found'",
-    "prepare--latents-no-latents": _ACCEPTED + "a folder without latents loads Shap-E, every asset fails, exit 0 with "
-                                   "'wrote 0 pair(s), 0 already done, 3 failed (reasons in <path>/failed-r000.jsonl)'",
-    "prepare--output-a-file": _LATE + "'prepare_pairs: error: <path>: cannot create the output folder (File exists)' "
-                              "after Shap-E loaded (0.05-0.25 s tiny); --output not named",
-    "prepare--output-not-writable": _LATE + "'prepare_pairs: error: /proc/sharpit-newcomer-walk: cannot create the "
-                                    "output folder (No such file or directory)' after Shap-E loaded; --output not "
-                                    "named",
-    "prepare--shap_e-missing": _NO_FLAG.format(flag="--shap_e") + "'prepare_pairs: error: <path>: no such folder; "
-                               "pass a folder in the openai/shap-e layout or the hub id 'openai/shap-e''",
-    "prepare--shap_e-a-file": _NO_FLAG.format(flag="--shap_e") + "'prepare_pairs: error: <path>: cannot load the "
-                              "Shap-E prior: It looks like the config file at '<path>' is not a valid JSON file.'",
-    "prepare--shap_e-hub-offline": "3 lines: huggingface_hub's 'UserWarning: The `local_dir_use_symlinks` "
-                                   "argument is deprecated and ignored in `hf_hub_download`...' (2 lines) before "
-                                   "'prepare_pairs: error: could not load weights 'nobody/no-such-shap-e': (...) "
-                                   "(--shap_e takes a local folder)'",
-    "prepare--lightings-unknown-preset": _ACCEPTED + "--lightings moonlight is silently ignored with the default "
-                                        "--renderer sharpit (checked only by --renderer blender); exit 0 (0.3-1.7 s)",
-    "prepare--blender_samples-zero": _ACCEPTED + "--blender_samples 0 is never checked (ignored by --renderer "
-                                     "sharpit, passed to Cycles by blender); exit 0 (0.9-2.4 s)",
-    "prepare--coarse_supersample-zero": _NO_FLAG.format(flag="--coarse_supersample") + "'prepare_pairs: error: "
-                                        "coarse render supersample must be an integer >= 1 (1 = no anti-aliasing), "
-                                        "got 0'",
-    "prepare--shap_e_grid_size-zero": _ACCEPTED + "Shap-E loads, every asset fails, exit 0 with 'wrote 0 pair(s), 0 "
-                                      "already done, 3 failed (...)' (0.1-0.4 s tiny)",
-    "prepare--samples_per_shard-zero": _LATE + "'prepare_pairs: error: samples_per_shard must be >= 1, got 0' after "
-                                       "Shap-E loaded (0.05-0.2 s tiny)",
-    "prepare--limit-negative": _ACCEPTED + "--limit -1 silently drops the last asset (list[:-1]): 2 of 3 pairs "
-                               "written, exit 0 (0.2-0.6 s tiny)",
-    "prepare--device-unknown": _ACCEPTED + "--device gpu0 is never checked; runs on the CPU, exit 0 (0.7-4 s tiny)",
-    "prepare--device-no-gpu-here": _ACCEPTED + "--device cuda without a GPU silently runs on the CPU, exit 0 "
-                                   "(0.8-1.6 s tiny)",
-    # sharpit-precompute-latents
-    "precompute--pairs-missing": _NO_FLAG.format(flag="--pairs") + "'precompute_latents: error: <path>: training "
-                                 "data folder not found; create it with `python -m training.prepare_pairs`'",
-    "precompute--pairs-a-file": "an existing file is called missing, and --pairs is not named: 'precompute_latents: "
-                                "error: <path>: training data folder not found; (...)'",
-    "precompute--pretrained-missing": _NO_FLAG.format(flag="--pretrained") + "'precompute_latents: error: <path>: no "
-                                      "such folder for the VAE; pass a local folder or a Hugging Face hub id'",
-    "precompute--pretrained-a-file": _NO_FLAG.format(flag="--pretrained") + "'precompute_latents: error: <path>: "
-                                     "cannot load the VAE: It looks like the config file at '<path>' is not a valid "
-                                     "JSON file.'",
-    "precompute--pretrained-empty-folder": _NO_FLAG.format(flag="--pretrained") + "'precompute_latents: error: "
-                                           "<path>: cannot load the VAE: Error no file named config.json found in "
-                                           "directory <path>.'",
-    "precompute--pretrained-hub-offline": "exit 2, not 3, for missing weights, and --pretrained is not named "
-                                          "(after huggingface_hub's 2-line local_dir_use_symlinks UserWarning): "
-                                          "'precompute_latents: error: could not load weights "
-                                          "'nobody/no-such-zero123plus': not in the local Hugging Face cache (...)'",
-    "precompute--output-a-file": _LATE + "'precompute_latents: error: <path>: cannot create the output folder (File "
-                                 "exists)' after the VAE and text encoder loaded (0.07-0.35 s tiny); --output not "
-                                 "named",
-    "precompute--output-not-writable": _LATE + "'precompute_latents: error: /proc/sharpit-newcomer-walk: cannot "
-                                       "create the output folder (No such file or directory)' after the VAE and text "
-                                       "encoder loaded (0.1-0.7 s tiny); --output not named",
-    "precompute--device-unknown": _TB + "RuntimeError: Invalid device string: 'gpu0' (torch.device in "
-                                  "precompute_latents) after the models loaded (0.1-1 s tiny)",
-    "precompute--device-no-gpu-here": _TB + "AssertionError: Torch not compiled with CUDA enabled, after the models "
-                                      "loaded (0.1-0.2 s tiny)",
-    # sharpit-train
-    "train--config-missing": _NO_FLAG.format(flag="--config") + "'train_sharpit: error: <path>: file not found; "
-                             "check the path'",
-    "train--config-unparsable": "8 lines: 'train_sharpit: error: <path>: cannot parse the config (while parsing a "
-                                "flow sequence' followed by PyYAML's multi-line problem mark",
-    "train--pretrained_model-missing": _NO_FLAG.format(flag="--pretrained_model") + "'train_sharpit: error: <path>: "
-                                       "no such folder for the Zero123++ UNet; pass a local folder or a Hugging Face "
-                                       "hub id'",
-    "train--pretrained_model-a-file": _NO_FLAG.format(flag="--pretrained_model") + "'train_sharpit: error: <path>: "
-                                      "cannot load the Zero123++ UNet: It looks like the config file at '<path>' is "
-                                      "not a valid JSON file.'",
-    "train--pretrained_model-empty-folder": _NO_FLAG.format(flag="--pretrained_model") + "'train_sharpit: error: "
-                                            "<path>: cannot load the Zero123++ UNet: Error no file named config.json "
-                                            "found in directory <path>.'",
-    "train--pretrained_model-hub-offline": "exit 2, not 3, for missing weights, and --pretrained_model is not "
-                                           "named (after huggingface_hub's 2-line local_dir_use_symlinks "
-                                           "UserWarning): "
-                                           "'train_sharpit: error: could not load weights 'nobody/no-such-zero123plus'"
-                                           ": not in the local Hugging Face cache (...)'",
-    "train--train_data-missing": _NO_FLAG.format(flag="--train_data") + "'train_sharpit: error: <path>: training data "
-                                 "folder not found; create it with `python -m training.prepare_pairs`'",
-    "train--train_data-a-file": "an existing file is called missing, and --train_data is not named: 'train_sharpit: "
-                                "error: <path>: training data folder not found; (...)'",
-    "train--train_data-no-pairs": _NO_FLAG.format(flag="--train_data") + "'train_sharpit: error: <path>: the dataset "
-                                  "is empty (no pairs listed in index-r*.jsonl); run `python -m "
-                                  "training.prepare_pairs` and check its failed-r*.jsonl logs'",
-    "train--validation_data-missing": "the validation folder is called the training data, and --validation_data is "
-                                      "not named: 'train_sharpit: error: <path>: training data folder not found; "
-                                      "create it with `python -m training.prepare_pairs`'",
-    "train--precomputed_latents-missing": _LATE + "'train_sharpit: error: <path>: latent cache folder not found; "
-                                          "create it with `python -m training.precompute_latents`' after the "
-                                          "pipeline loaded (0.2-0.9 s tiny)",
-    "train--output_dir-a-file": _NO_FLAG.format(flag="--output_dir") + "'train_sharpit: error: <path>: cannot create "
-                                "the output folder (File exists)'",
-    "train--output_dir-not-writable": _NO_FLAG.format(flag="--output_dir") + "'train_sharpit: error: "
-                                      "/proc/sharpit-newcomer-walk: cannot create the output folder (No such file or "
-                                      "directory)'",
-    "train--output_dir-empty": _ACCEPTED + "--output_dir '' trains into the current folder (checkpoints, pipeline/), "
-                               "exit 0 (0.8-3.5 s tiny)",
-    "train--train_batch_size-above-dataset": _LATE + "'train_sharpit: error: the dataset has 3 pairs, fewer than one "
-                                             "global batch of 4 x 1 processes; add data or lower train_batch_size' "
-                                             "after the pipeline loaded (0.15-0.6 s tiny)",
-    "train--learning_rate-nan": _TB + "ValueError: Invalid learning rate: nan (torch AdamW) after the pipeline loaded "
-                                "(0.1-0.6 s tiny)",
-    "train--adam_beta1-above-one": _TB + "ValueError: Invalid beta parameter at index 0: 1.5 (torch AdamW) after the "
-                                   "pipeline loaded (0.1-0.5 s tiny)",
-    "train--adam_beta2-negative": _TB + "ValueError: Invalid beta parameter at index 1: -0.1 (torch AdamW) after the "
-                                  "pipeline loaded (0.1-0.6 s tiny)",
-    "train--adam_weight_decay-negative": _TB + "ValueError: Invalid weight_decay value: -1.0 (torch AdamW) after the "
-                                         "pipeline loaded (0.2-0.5 s tiny)",
-    "train--adam_epsilon-negative": _TB + "ValueError: Invalid epsilon value: -1.0 (torch AdamW) after the pipeline "
-                                    "loaded (0.2-0.5 s tiny)",
-    "train--use_8bit_adam-without-bitsandbytes": _LATE + "'train_sharpit: error: use_8bit_adam needs bitsandbytes (a "
-                                                 "CUDA GPU on Linux): `pip install bitsandbytes`, or set "
-                                                 "use_8bit_adam: false' after the pipeline loaded (0.2-0.65 s tiny)",
-    "train--attention-xformers-without-gpu": _LATE + "'train_sharpit: error: attention: xformers needs a CUDA GPU; "
-                                             "use attention: sdpa' after the pipeline loaded (0.1-0.65 s tiny)",
-    "train--resume_from_checkpoint-missing": _LATE + "'train_sharpit: error: <path>: checkpoint folder not found' "
-                                             "after the pipeline loaded (0.2-0.9 s tiny); flag not named",
-    "train--logging_dir-a-file-with-tensorboard": _TB + "NotADirectoryError: [Errno 20] Not a directory: "
-                                                  "'<path>/sharpit' (tensorboard's makedirs in init_trackers) after "
-                                                  "the pipeline loaded (0.3-1 s tiny)",
-})
 
 
 def _params():
@@ -766,16 +633,9 @@ def test_console_script_bad_value(cmd, bad, code, inputs, tmp_path):
 
 
 HEAVY = ("torch", "diffusers", "transformers", "accelerate")
-_HEAVY_XFAIL = {
-    "prepare": "slow: training/prepare_pairs.py imports torch at module level, so even an argparse error costs "
-               "~4-8 s from a fresh process on a busy 2-core machine (sharpit-generate: ~0.1 s)",
-    "precompute": "slow: training/precompute_latents.py imports torch, diffusers, transformers and accelerate at "
-                  "module level, so even an argparse error costs ~12-32 s from a fresh process on a busy 2-core "
-                  "machine (sharpit-generate: ~0.1 s)",
-    "train": "slow: training/train_sharpit.py imports torch, diffusers, transformers and accelerate at module level, "
-             "so even an argparse error costs ~7-30 s from a fresh process on a busy 2-core machine "
-             "(sharpit-generate: ~0.1 s)",
-}
+#: Commands that still import the model libraries before refusing a flag (none: the training commands
+#: import torch, diffusers, transformers and accelerate only after their arguments are checked).
+_HEAVY_XFAIL: Dict[str, str] = {}
 
 
 @pytest.mark.parametrize("cmd", [pytest.param(c, marks=[pytest.mark.xfail(strict=True, reason=_HEAVY_XFAIL[c])]

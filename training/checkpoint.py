@@ -32,8 +32,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import torch
-
 from sharpit.atomic import atomic_dir
 from sharpit.errors import AssetNotFoundError, CheckpointError, SharpItError
 
@@ -175,6 +173,7 @@ def _save_ema(ema, model, directory: Path) -> None:
 
 
 def _load_ema(ema, model, directory: Path) -> None:
+    import torch
     from safetensors.torch import load_file
 
     weights = load_file(str(directory / _WEIGHTS))
@@ -191,6 +190,8 @@ def _load_ema(ema, model, directory: Path) -> None:
 def _write_extras(accelerator, directory: Path, model, lr_scheduler, ema, state: Dict[str, Any]) -> None:
     if not accelerator.is_main_process:
         return
+    import torch
+
     torch.save(lr_scheduler.state_dict(), directory / _LR_SCHEDULER)
     if ema is not None:
         _save_ema(ema, model, directory / _EMA_DIR)
@@ -249,7 +250,8 @@ def read_training_state(directory) -> Dict[str, Any]:
     """The ``training_state.json`` of a checkpoint folder."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise AssetNotFoundError(directory, "checkpoint folder not found")
+        raise (AssetNotFoundError(directory, "checkpoint folder not found") if not directory.exists() else
+               CheckpointError(directory, "is a file, not a checkpoint folder"))
     path = directory / _STATE_FILE
     if not path.is_file():
         raise CheckpointError(directory, f"not a training checkpoint ({_STATE_FILE} is missing)")

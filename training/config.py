@@ -2,7 +2,11 @@
 
 Precedence: dataclass defaults < config file < flags given on the command line. A key the
 dataclass does not define is a :class:`~sharpit.errors.ConfigError` naming the key and its closest
-matches, so a typo never silently falls back to a default.
+matches, so a typo never silently falls back to a default. Error messages name a value the way the
+user gave it: ``--key`` for a flag (or a default), ``key (in FILE)`` for a config file's entry; a
+file that cannot be parsed is one line, ``FILE:LINE: problem``.
+
+This module imports nothing heavy (no torch), so that ``train_sharpit`` rejects a bad flag at once.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence
 
-from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError
-from sharpit.refine.conditioning import CONDITION_LATENT_SPACES, NULL_CONDITIONS
-from sharpit.refine.loading import ZERO123PLUS_ID
+from sharpit.errors import AssetNotFoundError, ConfigError, CorruptFileError, InputError
+from sharpit.sources import ZERO123PLUS_ID
 
 __all__ = ["TrainConfig", "load_config_file", "build_config", "add_config_arguments", "parse_config",
            "config_to_dict"]
@@ -28,6 +32,10 @@ _MIXED_PRECISION = ("no", "fp16", "bf16")
 _ATTENTION = ("sdpa", "xformers")
 _INIT_FROM = ("zero123plus", "sharpit")
 _MODES = ("concat", "reference")
+#: sharpit.refine.conditioning's NULL_CONDITIONS and CONDITION_LATENT_SPACES, repeated here because that
+#: module imports torch and diffusers; the pipeline checks the values again when it is built.
+_NULL_CONDITIONS = ("black", "grey")
+_CONDITION_LATENT_SPACES = ("raw", "scaled")
 
 
 @dataclass
@@ -108,18 +116,28 @@ class TrainConfig:
     logging_dir: str = "logs"
     report_to: str = "tensorboard"
 
+    #: How each key was given, for messages: a config file's path, or absent for a flag or a default.
+    _origins: ClassVar[Dict[str, str]] = {}
+
+    def name(self, key: str) -> str:
+        """How messages name ``key``: ``--key`` (a flag, or a default), or ``key (in FILE)``."""
+        origin = self._origins.get(key)
+        return f"{key} (in {origin})" if origin else f"--{key}"
+
     def validate(self) -> "TrainConfig":
-        """Check value ranges and choices; returns ``self``. Raises :class:`ConfigError`."""
+        """Check value ranges and choices; returns ``self``. Raises :class:`ConfigError` naming the
+        key as it was given (see :meth:`name`)."""
+        n = self.name
         choices = {"init_from": _INIT_FROM, "conditioning_mode": _MODES, "lr_scheduler": _LR_SCHEDULERS,
                    "mixed_precision": _MIXED_PRECISION, "attention": _ATTENTION,
                    "report_to": ("tensorboard", "none")}
-        optional_choices = {"null_condition": NULL_CONDITIONS, "condition_latent_space": CONDITION_LATENT_SPACES}
+        optional_choices = {"null_condition": _NULL_CONDITIONS, "condition_latent_space": _CONDITION_LATENT_SPACES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} must be one of {list(allowed)}, got {getattr(self, key)!r}")
+                raise ConfigError(f"{n(key)} must be one of {list(allowed)}, got {getattr(self, key)!r}")
         for key, allowed in optional_choices.items():
             if getattr(self, key) is not None and getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} must be one of {list(allowed)} or null, got {getattr(self, key)!r}")
+                raise ConfigError(f"{n(key)} must be one of {list(allowed)} or null, got {getattr(self, key)!r}")
         if self.conditioning_mode == "reference" and self.condition_latent_space == "scaled":
             raise ConfigError("condition_latent_space: scaled is for conditioning_mode: concat (Zero123++'s "
                               "reference attention takes the raw VAE sample)")
@@ -127,22 +145,41 @@ class TrainConfig:
                     "validation_steps", "validation_inference_steps")
         for key in positive:
             if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("lr_warmup_steps", "dataloader_num_workers", "num_validation_samples"):
+                raise ConfigError(f"{n(key)} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr_warmup_steps", "dataloader_num_workers", "num_validation_samples", "seed"):
             if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+                raise ConfigError(f"{n(key)} must be >= 0, got {getattr(self, key)}")
+        for key in ("learning_rate", "max_grad_norm", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon",
+                    "cfg_drop", "ema_decay", "validation_guidance_scale"):
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"{n(key)} must be a finite number, got {getattr(self, key)}")
+        for key in ("learning_rate", "max_grad_norm", "adam_epsilon"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{n(key)} must be > 0, got {getattr(self, key)}")
+        for key in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"{n(key)} must lie in [0, 1), got {getattr(self, key)}")
+        if self.adam_weight_decay < 0:
+            raise ConfigError(f"{n('adam_weight_decay')} must be >= 0, got {self.adam_weight_decay}")
+        if self.validation_guidance_scale < 0:
+            raise ConfigError(f"{n('validation_guidance_scale')} must be >= 0, got {self.validation_guidance_scale}")
         if not 0.0 <= self.cfg_drop <= 1.0:
-            raise ConfigError(f"cfg_drop must lie in [0, 1], got {self.cfg_drop}")
+            raise ConfigError(f"{n('cfg_drop')} must lie in [0, 1], got {self.cfg_drop}")
         if not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
-        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
-            raise ConfigError("learning_rate and max_grad_norm must be positive")
+            raise ConfigError(f"{n('ema_decay')} must lie in (0, 1), got {self.ema_decay}")
         if self.tile_size is not None and (self.tile_size < 8 or self.tile_size % 8):
-            raise ConfigError(f"tile_size must be a positive multiple of 8 (the VAE's factor), got {self.tile_size}")
+            raise ConfigError(f"{n('tile_size')} must be a positive multiple of 8 (the VAE's factor), got "
+                              f"{self.tile_size}")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
-            raise ConfigError(f"checkpoints_total_limit must be >= 1 or null, got {self.checkpoints_total_limit}")
+            raise ConfigError(f"{n('checkpoints_total_limit')} must be >= 1 or null, got {self.checkpoints_total_limit}")
         if not self.train_data:
-            raise ConfigError("train_data is required: the folder written by `python -m training.prepare_pairs`")
+            raise ConfigError(f"{n('train_data')} is required: the folder written by `python -m training.prepare_pairs`")
+        for key in ("pretrained_model", "train_data", "output_dir"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{n(key)} is empty; give a folder")
+        for key in ("validation_data", "precomputed_latents", "resume_from_checkpoint"):
+            if getattr(self, key) is not None and not getattr(self, key).strip():
+                raise ConfigError(f"{n(key)} is empty; give a folder, or leave it out (null) for none")
         return self
 
 
@@ -185,17 +222,44 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: {key} must be {base.__name__}, got {value!r}")
 
 
+def _parse_error(path: Path, exc: Exception) -> CorruptFileError:
+    """A YAML/JSON parse error as one line: ``FILE:LINE: problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:  # yaml.MarkedYAMLError
+        problem = getattr(exc, "problem", None) or "cannot parse"
+        context, where = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and where is not None and where.line != mark.line:
+            problem += f" ({context} at line {where.line + 1})"
+        elif context:
+            problem += f" ({context})"
+        line = mark.line + 1
+    elif isinstance(exc, json.JSONDecodeError):
+        problem, line = exc.msg, exc.lineno
+    else:
+        problem, line = " ".join(str(exc).split()) or type(exc).__name__, None
+    error = CorruptFileError(path, problem)
+    if line is not None:
+        error.args = (f"{path}:{line}: {problem}",)
+    return error
+
+
 def load_config_file(path) -> Dict[str, Any]:
     """Read a ``.yaml``/``.yml`` or ``.json`` config into a dict of checked, typed values.
 
     Raises:
-        AssetNotFoundError: no such file. CorruptFileError: unparsable or not a mapping.
+        AssetNotFoundError: no such file. CorruptFileError: a folder, not UTF-8, unparsable (one
+            line: ``FILE:LINE: problem``) or not a mapping.
         ConfigError: an unknown key (with close matches) or a value of the wrong type.
     """
     path = Path(path)
+    if not path.exists():
+        raise AssetNotFoundError(path, "config file not found")
     if not path.is_file():
-        raise AssetNotFoundError(path)
-    text = path.read_text(encoding="utf-8")
+        raise CorruptFileError(path, "is a folder; pass a .yaml or .json config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(path, f"not UTF-8 text (byte {exc.start}); a config is a .yaml or .json file") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -204,7 +268,7 @@ def load_config_file(path) -> Dict[str, Any]:
         else:
             raw = json.loads(text)
     except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError
-        raise CorruptFileError(path, f"cannot parse the config ({exc})") from exc
+        raise _parse_error(path, exc) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -236,16 +300,32 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace, extra: Optional[Mapping[str, Any]] = None) -> TrainConfig:
-    """Merge defaults, ``args.config`` and the given flags into a validated :class:`TrainConfig`."""
+    """Merge defaults, ``args.config`` and the given flags into a validated :class:`TrainConfig`.
+
+    Errors about the file name ``--config``; errors about a value name it as it was given
+    (:meth:`TrainConfig.name`).
+    """
     values: Dict[str, Any] = {}
-    if getattr(args, "config", None):
-        values.update(load_config_file(args.config))
+    origins: Dict[str, str] = {}
+    config_path = getattr(args, "config", None)
+    if config_path is not None:
+        if not str(config_path).strip():
+            raise InputError("--config is empty; give a .yaml or .json config file")
+        try:
+            values.update(load_config_file(config_path))
+        except (AssetNotFoundError, CorruptFileError, ConfigError) as exc:
+            exc.args = (f"--config: {exc}",)
+            raise
+        origins = {key: str(config_path) for key in values}
     flags = {k: v for k, v in vars(args).items() if k != "config"}
     for key, value in dict(flags, **(extra or {})).items():
         if key not in _field_types():
             raise _unknown_key_error(key, "the command line")
         values[key] = value
-    return dataclasses.replace(TrainConfig(), **values).validate()
+        origins.pop(key, None)
+    config = dataclasses.replace(TrainConfig(), **values)
+    config._origins = origins
+    return config.validate()
 
 
 def config_to_dict(config: TrainConfig) -> Dict[str, Any]:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from sharpit.errors import CheckpointError, ConfigError
-from sharpit.refine import SharpItRefinePipeline, init_unet_from_zero123plus
 from sharpit.sources import load_errors
 
-__all__ = ["load_training_pipeline"]
+if TYPE_CHECKING:  # imported when a model loads, so that the training commands check their flags first
+    from sharpit.refine import SharpItRefinePipeline
+
+_PIPELINE_CLASS = "SharpItRefinePipeline"
+
+__all__ = ["load_training_pipeline", "check_sharpit_folder"]
 
 
-def _check_sharpit_folder(path: str) -> None:
+def check_sharpit_folder(path: str) -> None:
+    """A local ``init_from: sharpit`` folder must be a saved SharpItRefinePipeline (a Zero123++ repo
+    is not): read from its ``model_index.json`` without loading anything."""
     index = Path(path) / "model_index.json"
     if not index.is_file():
         return  # a hub id: from_pretrained reports what is wrong
@@ -22,8 +28,8 @@ def _check_sharpit_folder(path: str) -> None:
         class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
     except json.JSONDecodeError as exc:
         raise CheckpointError(index, f"not valid JSON ({exc})") from exc
-    if class_name != SharpItRefinePipeline.__name__:
-        raise CheckpointError(path, f"is a {class_name} checkpoint, not a {SharpItRefinePipeline.__name__}; "
+    if class_name != _PIPELINE_CLASS:
+        raise CheckpointError(path, f"is a {class_name} checkpoint, not a {_PIPELINE_CLASS}; "
                                     "use init_from: zero123plus for a Zero123++ base model")
 
 
@@ -46,9 +52,11 @@ def load_training_pipeline(pretrained_model: str, init_from: str, conditioning_m
     """
     from diffusers import UNet2DConditionModel
 
+    from sharpit.refine import SharpItRefinePipeline, init_unet_from_zero123plus
+
     pretrained_model = os.fspath(pretrained_model)
     if init_from == "sharpit":
-        _check_sharpit_folder(pretrained_model)
+        check_sharpit_folder(pretrained_model)
         pipe = SharpItRefinePipeline.from_pretrained(pretrained_model)
         if pipe.conditioning_mode != conditioning_mode:
             raise CheckpointError(pretrained_model, f"holds a {pipe.conditioning_mode}-conditioned UNet but "

@@ -10,17 +10,16 @@ from __future__ import annotations
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, List, Sequence
 
-import torch
-
-from sharpit.cameras import look_at_c2w, zero123plus_cameras
-from sharpit.colors import srgb_to_linear
 from sharpit.errors import ConfigError
-from sharpit.grid import composite_rgba, pil_to_tensor, views_to_grid
-from sharpit.mesh import Mesh, normalize_mesh
 
-__all__ = ["SharpItTargetRenderer", "BlenderTargetRenderer", "BLENDER_LIGHTINGS", "pick_lighting"]
+if TYPE_CHECKING:  # torch and the mesh code are imported when rendering, so that the CLI starts fast
+    import torch
+
+    from sharpit.mesh import Mesh
+
+__all__ = ["SharpItTargetRenderer", "BlenderTargetRenderer", "BLENDER_LIGHTINGS", "check_lightings", "pick_lighting"]
 
 #: Environment-style lighting presets for the Blender renderer: world colour and strength, plus an
 #: optional sun (azimuth, elevation in degrees, strength, colour). A lighting may also be the path
@@ -37,6 +36,25 @@ BLENDER_LIGHTINGS = {
 _BLENDER_COLOR_ATTRIBUTE = "Col"
 
 
+def check_lightings(lightings: Sequence[str]) -> List[str]:
+    """``lightings`` as a list, each a preset of :data:`BLENDER_LIGHTINGS` or an existing file
+    (an environment map, .hdr or .exr; Blender reads the file when it renders).
+
+    Raises:
+        ConfigError: an empty list, or a lighting that is neither (named in the message).
+    """
+    lightings = [str(lighting) for lighting in lightings]
+    if not lightings:
+        raise ConfigError(f"no lighting given: use presets of {sorted(BLENDER_LIGHTINGS)} or .hdr/.exr files")
+    for lighting in lightings:
+        if lighting in BLENDER_LIGHTINGS:
+            continue
+        if not Path(lighting).is_file():
+            raise ConfigError(f"unknown lighting {lighting!r}: neither a preset ({', '.join(BLENDER_LIGHTINGS)}) "
+                              "nor an existing .hdr/.exr file")
+    return lightings
+
+
 def pick_lighting(object_id: str, lightings: Sequence[str]) -> str:
     """The lighting of ``object_id``: a stable choice (CRC32 of the id) among ``lightings``."""
     return lightings[zlib.crc32(object_id.encode("utf-8")) % len(lightings)]
@@ -49,6 +67,7 @@ class SharpItTargetRenderer:
         self.shading, self.supersample = shading, supersample
 
     def __call__(self, mesh: Mesh, tile_size: int, object_id: str) -> torch.Tensor:
+        from sharpit.mesh import normalize_mesh
         from sharpit.render import render_views
 
         mesh, _ = normalize_mesh(mesh)
@@ -78,16 +97,19 @@ class BlenderTargetRenderer:
                               "`SHARPIT_BLENDER=1 bash scripts/setup.sh`, or `pip install --no-deps bpy==5.0.1 "
                               "zstandard cython` (bpy pins numpy<2, which it does not need); or use "
                               "--renderer sharpit") from exc
-        for lighting in lightings:
-            if lighting not in BLENDER_LIGHTINGS and not Path(lighting).is_file():
-                raise ConfigError(f"unknown lighting {lighting!r}: use one of {sorted(BLENDER_LIGHTINGS)} or an "
-                                  ".hdr/.exr file")
-        self.lightings, self.samples = list(lightings), samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"Cycles samples must be an integer >= 1, got {samples!r}")
+        self.lightings, self.samples = check_lightings(lightings), samples
 
     def __call__(self, mesh: Mesh, tile_size: int, object_id: str) -> torch.Tensor:
         import bpy
+        import torch
         from mathutils import Matrix
         from PIL import Image
+
+        from sharpit.cameras import zero123plus_cameras
+        from sharpit.grid import composite_rgba, pil_to_tensor, views_to_grid
+        from sharpit.mesh import normalize_mesh
 
         mesh, _ = normalize_mesh(mesh)
         bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -135,6 +157,10 @@ class BlenderTargetRenderer:
         colour attribute named :data:`_BLENDER_COLOR_ATTRIBUTE` (linear, as Blender stores float
         colours), read by a Color Attribute node; Cycles renders an attribute named "color" black.
         """
+        import torch
+
+        from sharpit.colors import srgb_to_linear
+
         data = bpy.data.meshes.new("asset")
         data.from_pydata(mesh.vertices.tolist(), [], mesh.faces.tolist())
         data.shade_smooth()
@@ -166,6 +192,10 @@ class BlenderTargetRenderer:
 
     @staticmethod
     def _light(bpy, scene, lighting: str, Matrix) -> None:
+        import torch
+
+        from sharpit.cameras import look_at_c2w
+
         world = bpy.data.worlds.new("world")
         world.use_nodes = True
         scene.world = world

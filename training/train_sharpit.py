@@ -23,12 +23,15 @@ of the samples given the pipeline's unconditional branch (prompt "" and the late
 
 SIGTERM, SIGINT (Ctrl-C) or SIGUSR1 make the run finish its current step, save a checkpoint and
 exit with :data:`EXIT_STOPPED` (75) after printing the command that resumes it; a second Ctrl-C
-stops at once without saving (130). Bad input exits with 2 and a one-line reason.
+stops at once without saving (130). Bad input exits with 2 and a one-line reason naming the flag or
+config key, missing ``pretrained_model`` weights with 3; both are found before torch is imported and
+before any model loads (:func:`check_config`, then the data checks of :func:`train`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
 import os
@@ -38,23 +41,23 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
-
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 
 from sharpit.atomic import atomic_dir, check_writable_dir
-from sharpit.errors import CheckpointError, ConfigError, OutputExistsError, SharpItError
+from sharpit.errors import (EXIT_NO_WEIGHTS, CheckpointError, ConfigError, InputError, OutputExistsError, SharpItError,
+                            WeightsNotFoundError)
 
 from .checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints, read_training_state,
                          register_model_hooks, remove_partial_folders, save_checkpoint)
+from .checks import (check_input_dir, check_model_source, check_output_dir, flag_errors, quiet_hub_warnings,
+                     weights_message)
 from .config import TrainConfig, config_to_dict, parse_config
-from .data import PairDataset, make_dataloader, reshape_position
-from .latent_cache import CachedPairDataset, batch_posteriors, encoder_fingerprint
-from .loss import (encode_posteriors, make_noise_scheduler, sample_batch, sharpit_loss, step_generator,
-                   unconditional_branch)
-from .models import load_training_pipeline
+from .models import check_sharpit_folder, load_training_pipeline
+
+if TYPE_CHECKING:  # torch, diffusers and the data code are imported by train(), after the config is checked
+    import torch
+
+    from .data import PairDataset
 
 __all__ = ["train", "main", "make_optimizer", "LaunchError", "TrainingStopped", "EXIT_BAD_INPUT", "EXIT_STOPPED",
            "EXIT_INTERRUPTED"]
@@ -175,6 +178,8 @@ def _closing(progress):
 
 def _check_gpus(args: Optional[Sequence[str]]) -> None:
     """Before accelerate picks devices: more processes on this machine than GPUs is a launch error."""
+    import torch
+
     local = _env_int("LOCAL_WORLD_SIZE")
     if not local or local < 2 or _env_flag("ACCELERATE_USE_CPU") or not torch.cuda.is_available():
         return
@@ -186,6 +191,8 @@ def _check_gpus(args: Optional[Sequence[str]]) -> None:
 
 def _check_launch(accelerator, args: Optional[Sequence[str]]) -> None:
     """The launcher's world size (WORLD_SIZE, set by torchrun/accelerate launch) must be accelerate's."""
+    import torch
+
     launched = _env_int("WORLD_SIZE", "LOCAL_WORLD_SIZE")
     if launched is None or launched == accelerator.num_processes:
         return
@@ -198,6 +205,8 @@ def _check_launch(accelerator, args: Optional[Sequence[str]]) -> None:
 
 def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     """AdamW over ``params``; ``use_8bit_adam`` uses bitsandbytes' AdamW8bit (imported lazily)."""
+    import torch
+
     optimizer_cls = torch.optim.AdamW
     if config.use_8bit_adam:
         try:
@@ -221,6 +230,8 @@ def _make_accelerator(config: TrainConfig):
 
 
 def _configure_unet(unet, config: TrainConfig, device: torch.device) -> None:
+    import torch
+
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     if config.attention == "xformers":
@@ -249,6 +260,62 @@ def _resume_dir(config: TrainConfig) -> Optional[Path]:
     return None
 
 
+#: What load_training_pipeline reads from a local ``pretrained_model`` folder, per ``init_from``.
+_MODEL_FILES = {"zero123plus": ("unet/config.json", "vae/config.json", "text_encoder/config.json", "tokenizer/",
+                                "scheduler/scheduler_config.json"),
+                "sharpit": ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+                            "tokenizer/")}
+_MODEL_KIND = {"zero123plus": ("a Zero123++ v1.2 folder", "unet/, vae/, text_encoder/, tokenizer/ and scheduler/ "
+                                                         "as in sudo-ai/zero123plus-v1.2"),
+               "sharpit": ("a Sharp-It pipeline folder", "model_index.json, unet/, vae/, text_encoder/ and tokenizer/ "
+                                                        "as SharpItRefinePipeline.save_pretrained writes them")}
+
+
+def check_config(config: TrainConfig) -> None:
+    """What a run needs that can be checked before torch is imported and a model loads (a
+    :class:`TrainConfig` has checked its values already): the model source (a local folder of the
+    right layout, or a hub id that is cached or reachable), the data and latent cache folders, the
+    checkpoint to resume from, that ``output_dir`` and the TensorBoard ``logging_dir`` can be written,
+    and that optional packages asked for are installed. The rest (the pairs themselves, the batch
+    against the dataset size, xformers against the device) is checked by :func:`train` before the
+    models load. Messages name each key as it was given (``--key`` or ``key (in FILE)``).
+
+    Raises:
+        ConfigError, InputError, AssetNotFoundError, CheckpointError, OutputExistsError,
+        OutputNotWritableError: naming the key.
+        WeightsNotFoundError: ``pretrained_model`` is a hub id that is not cached while the hub is unreachable.
+    """
+    name = config.name
+    check_input_dir(config.train_data, name("train_data"), "training data folder",
+                    "; create it with `python -m training.prepare_pairs`")
+    if config.validation_data is not None:
+        check_input_dir(config.validation_data, name("validation_data"), "validation data folder",
+                        "; create it with `python -m training.prepare_pairs`")
+    if config.precomputed_latents is not None:
+        check_input_dir(config.precomputed_latents, name("precomputed_latents"), "latent cache folder",
+                        "; create it with `python -m training.precompute_latents`")
+    if config.resume_from_checkpoint not in (None, "latest"):
+        with flag_errors(name("resume_from_checkpoint")):
+            read_training_state(config.resume_from_checkpoint)
+    check_output_dir(config.output_dir, name("output_dir"))
+    if config.report_to == "tensorboard":
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(f"{name('report_to')} tensorboard needs the tensorboard package: `pip install "
+                              "tensorboard`, or report_to: none")
+        check_output_dir(Path(config.output_dir) / config.logging_dir, name("logging_dir"))
+    if config.use_8bit_adam and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"{name('use_8bit_adam')} needs bitsandbytes (a CUDA GPU on Linux): `pip install "
+                          "bitsandbytes`, or set use_8bit_adam: false")
+    if config.attention == "xformers" and importlib.util.find_spec("xformers") is None:
+        raise ConfigError(f"{name('attention')} xformers needs the xformers package and a CUDA GPU: `pip install "
+                          "xformers`, or use attention: sdpa")
+    what, layout = _MODEL_KIND[config.init_from]  # last: a hub id may cost a connection attempt
+    check_model_source(config.pretrained_model, name("pretrained_model"), what, _MODEL_FILES[config.init_from], layout)
+    if config.init_from == "sharpit" and os.path.isdir(config.pretrained_model):
+        with flag_errors(name("pretrained_model")):
+            check_sharpit_folder(config.pretrained_model)
+
+
 def _geometry(num_processes: int, config: TrainConfig) -> Dict[str, int]:
     return {"num_processes": num_processes, "train_batch_size": config.train_batch_size,
             "gradient_accumulation_steps": config.gradient_accumulation_steps}
@@ -273,6 +340,9 @@ def _check_geometry(resume: Path, saved: Dict[str, object], current: Dict[str, i
 
 def _validation_images(pipe, unet, dataset: PairDataset, config: TrainConfig, ema) -> torch.Tensor:
     """(N, 3, 3t, 6t) rows of [coarse | refined | target] for the first validation samples."""
+    import torch
+    import torch.nn.functional as F
+
     if ema is not None:
         ema.store(unet.parameters())
         ema.copy_to(unet.parameters())
@@ -321,19 +391,37 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None,
         CheckpointError: a resume from a checkpoint of another model, settings or batch geometry
             (without ``allow_reshape``), or a checkpoint that could not be written or read.
     """
+    check_config(config)  # before torch, diffusers and the models: a bad value costs well under a second
+    import torch
     from diffusers import UNet2DConditionModel
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
 
+    from .data import PairDataset, make_dataloader, reshape_position
+    from .latent_cache import CachedPairDataset, batch_posteriors, encoder_fingerprint, read_manifest
+    from .loss import (encode_posteriors, make_noise_scheduler, sample_batch, sharpit_loss, step_generator,
+                       unconditional_branch)
+
+    name = config.name
     _check_gpus(argv)
     accelerator = _make_accelerator(config)
     _check_launch(accelerator, argv)
     device = accelerator.device
+    if config.attention == "xformers" and device.type != "cuda":
+        raise ConfigError(f"{name('attention')} xformers needs a CUDA GPU and this run is on {device.type}; use "
+                          "attention: sdpa")
     if config.conditioning_mode == "reference" and accelerator.num_processes > 1:
         raise ConfigError("conditioning_mode: reference trains on one process only (its UNet hooks do not "
                           "pass through DistributedDataParallel); use concat for multi-GPU runs")
     output_dir = check_writable_dir(config.output_dir)
     resume = _resume_dir(config)
+    geometry = _geometry(accelerator.num_processes, config)
+    saved, reshaped = None, False
+    if resume is not None:
+        with flag_errors(name("resume_from_checkpoint")):
+            saved = read_training_state(resume)
+        reshaped = _check_geometry(resume, saved, geometry, config.allow_reshape)
     if accelerator.is_main_process:
         for stale in remove_partial_folders(output_dir):
             logger.warning("removed %s, left by a run killed while saving", stale)
@@ -341,12 +429,30 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None,
             logger.warning("removing the checkpoints of an earlier run in %s (--overwrite_output_dir)", output_dir)
             prune_checkpoints(output_dir, 0)
     accelerator.wait_for_everyone()
-    dataset = PairDataset(config.train_data, config.tile_size, skip_corrupt_shards=config.skip_corrupt_shards)
-    val_dataset = (PairDataset(config.validation_data, dataset.tile_size, skip_corrupt_shards=config.skip_corrupt_shards)
-                   if config.validation_data else dataset)
+    with flag_errors(name("train_data")):
+        dataset = PairDataset(config.train_data, skip_corrupt_shards=config.skip_corrupt_shards)
+    if config.tile_size is not None and config.tile_size != dataset.tile_size:
+        raise ConfigError(f"{name('tile_size')} is {config.tile_size} but the pairs in {dataset.root} have "
+                          f"{dataset.tile_size} px tiles; leave tile_size out to take the dataset's")
+    with flag_errors(name("validation_data")):
+        val_dataset = (PairDataset(config.validation_data, dataset.tile_size,
+                                   skip_corrupt_shards=config.skip_corrupt_shards)
+                       if config.validation_data else dataset)
+    global_batch = config.train_batch_size * accelerator.num_processes
+    if len(dataset) < global_batch:
+        raise InputError(f"{dataset.root}: {name('train_data')} has {len(dataset)} pair(s), fewer than one global "
+                         f"batch of {name('train_batch_size')} {config.train_batch_size} x "
+                         f"{accelerator.num_processes} process(es); add pairs or lower train_batch_size")
+    if config.precomputed_latents:
+        with flag_errors(name("precomputed_latents")):
+            manifest = read_manifest(Path(config.precomputed_latents))
+            if manifest.get("tile_size") != dataset.tile_size:
+                raise ConfigError(f"{config.precomputed_latents}: latents of {manifest.get('tile_size')} px tiles "
+                                  f"but the pairs in {dataset.root} have {dataset.tile_size} px tiles")
 
-    pipe = load_training_pipeline(config.pretrained_model, config.init_from, config.conditioning_mode,
-                                  config.null_condition, config.condition_latent_space)
+    with quiet_hub_warnings():
+        pipe = load_training_pipeline(config.pretrained_model, config.init_from, config.conditioning_mode,
+                                      config.null_condition, config.condition_latent_space)
     # the pipeline's unconditional-branch settings: recorded in checkpoints, checked on resume
     settings = {k: pipe.config[k] for k in ("null_condition", "condition_latent_space")}
     vae, text_encoder, tokenizer, unet = pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet
@@ -374,12 +480,8 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None,
     register_model_hooks(accelerator)
     unet, optimizer = accelerator.prepare(unet, optimizer)
 
-    geometry = _geometry(accelerator.num_processes, config)
-    global_batch = config.train_batch_size * accelerator.num_processes
     state = {"global_step": 0, "batches_consumed": 0, "samples_seen": 0}
     if resume is not None:
-        saved = read_training_state(resume)
-        reshaped = _check_geometry(resume, saved, geometry, config.allow_reshape)
         old_processes = int(saved.get("num_processes", accelerator.num_processes))
         missing_rng = (f"the checkpoint was written by {old_processes} process(es); --allow_reshape"
                        if reshaped and accelerator.process_index >= old_processes else None)
@@ -486,6 +588,8 @@ def train(config: TrainConfig, step_callback: Optional[StepCallback] = None,
 
 def _save_final(accelerator, pipe, raw_unet, ema, config: TrainConfig) -> Path:
     """Save the trained (EMA, when enabled) UNet with the frozen parts as a SharpItRefinePipeline folder."""
+    import torch
+
     final = Path(config.output_dir) / "pipeline"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -502,7 +606,8 @@ def _save_final(accelerator, pipe, raw_unet, ema, config: TrainConfig) -> Path:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point: returns the exit status (0; :data:`EXIT_BAD_INPUT` (2) for bad input, a
-    bad launch or checkpoint; :data:`EXIT_STOPPED` (75) after a stop signal and a saved checkpoint;
+    bad launch or checkpoint; 3 (``sharpit.errors.EXIT_NO_WEIGHTS``) when the ``pretrained_model`` weights
+    are missing; :data:`EXIT_STOPPED` (75) after a stop signal and a saved checkpoint;
     :data:`EXIT_INTERRUPTED` (130) when interrupted without saving)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # not a line per checkpoint file
@@ -519,6 +624,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if rank0:  # every process finds the same problem: say it once
             print(f"train_sharpit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WeightsNotFoundError as exc:
+        if rank0:
+            print(f"train_sharpit: error: {weights_message(exc, '--pretrained_model')}", file=sys.stderr)
+        return EXIT_NO_WEIGHTS
     except SharpItError as exc:
         print(f"train_sharpit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
