@@ -12,13 +12,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from sharpit.checks import check_output_dir, hub_reachable
 from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_NO_WEIGHTS, AssetNotFoundError, InputError,
-                            OutputExistsError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
+                            OutputExistsError, SharpItError, WeightsNotFoundError)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -177,39 +177,12 @@ def check_output(out: "Path | str", overwrite: bool, batch: bool) -> None:
             raise OutputExistsError(out, "--out is a file; results are folders: choose another --out")
         if not batch and not overwrite and any(out.iterdir()):
             raise OutputExistsError(out, "--out already holds files; pass --overwrite or choose another --out")
-    parent = out if out.is_dir() else out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputNotWritableError(out, f"--out cannot be created: {parent} is a file, not a folder")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".sharpit-probe-", dir=parent))
-    except OSError as exc:
-        raise OutputNotWritableError(out, f"--out cannot be written: creating a folder in {parent} failed "
-                                          f"({exc.strerror or exc}); choose a writable --out") from None
+    check_output_dir(out, "--out")
 
 
 #: The flag that takes a local folder or file instead of each model's hub id.
 MODEL_FLAGS = {"shap_e": "--shap-e", "zero123plus": "--zero123plus", "sharpit_unet": "--sharpit-unet",
                "refiner": "--refiner", "instantmesh": "--instantmesh", "pipeline": "--pipeline"}
-
-
-def _hub_reachable(timeout: float = 1.5) -> bool:
-    """Whether the Hugging Face endpoint answers a TCP connection within ``timeout`` seconds
-    (``HF_HUB_OFFLINE=1`` means no, without trying)."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _check_local_model(key: str, path: Path, marker: str) -> None:
@@ -270,7 +243,7 @@ def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
             continue
         if not isinstance(try_to_load_from_cache(source, marker), str):
             missing.append((key, source))
-    if missing and not _hub_reachable():
+    if missing and not hub_reachable():
         flags = "; ".join(f"{MODEL_FLAGS[key]} DIR for {source}" for key, source in missing)
         raise WeightsNotFoundError(missing[0][1], f"Missing here: {flags}.")
 

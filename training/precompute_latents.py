@@ -28,7 +28,7 @@ from sharpit.errors import (EXIT_BAD_INPUT, EXIT_NO_WEIGHTS, CorruptFileError, O
                             WeightsNotFoundError)
 from sharpit.sources import ZERO123PLUS_ID, load_errors
 
-from .checks import (at_least, check_device_available, check_input_dir, check_model_source, check_output_dir,
+from sharpit.checks import (at_least, check_device_available, check_input_dir, check_model_source, check_output_dir,
                      flag_errors, parse_device, quiet_hub_warnings, weights_message)
 
 if TYPE_CHECKING:  # imported by the functions that need them, after the arguments are checked

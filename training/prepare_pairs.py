@@ -51,7 +51,7 @@ from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, A
                             CorruptFileError, InputError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
 from sharpit.sources import SHAP_E_HUB_ID
 
-from .checks import (at_least, check_device_available, check_input_dir, check_input_file, check_model_source,
+from sharpit.checks import (at_least, check_device_available, check_input_dir, check_input_file, check_model_source,
                      check_output_dir, flag_errors, parse_device, quiet_hub_warnings, weights_message)
 from .renderers import BLENDER_LIGHTINGS, check_lightings
 

@@ -49,7 +49,7 @@ from sharpit.errors import (EXIT_NO_WEIGHTS, CheckpointError, ConfigError, Input
 
 from .checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints, read_training_state,
                          register_model_hooks, remove_partial_folders, save_checkpoint)
-from .checks import (check_input_dir, check_model_source, check_output_dir, flag_errors, quiet_hub_warnings,
+from sharpit.checks import (check_input_dir, check_model_source, check_output_dir, flag_errors, quiet_hub_warnings,
                      weights_message)
 from .config import TrainConfig, config_to_dict, parse_config
 from .models import check_sharpit_folder, load_training_pipeline

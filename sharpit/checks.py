@@ -1,8 +1,8 @@
-"""Checks the training commands run on their arguments before anything heavy is imported or loaded.
+"""Checks every command line runs on its arguments before anything heavy is imported or loaded.
 
-``prepare_pairs``, ``precompute_latents`` and ``train_sharpit`` validate every argument, the
-output location and the model sources with these helpers before they import torch or load a
-model, so a bad value costs a fraction of a second and its one-line message names the flag (or
+The inference commands (``inference/common.py``) and the training commands (``prepare_pairs``,
+``precompute_latents``, ``train_sharpit``) validate every argument, the output location and the
+model sources with these helpers before they import torch or load a model, so a bad value costs a fraction of a second and its one-line message names the flag (or
 config key) that holds it. This module imports nothing heavy (``huggingface_hub`` only when a
 model source is a hub id, torch only to ask whether a requested GPU exists).
 """
@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from sharpit.errors import (AssetNotFoundError, CheckpointError, InputError, OutputExistsError, OutputNotWritableError,
+from .errors import (AssetNotFoundError, CheckpointError, InputError, OutputExistsError, OutputNotWritableError,
                             SharpItError, WeightsNotFoundError)
 
 __all__ = ["named", "flag_errors", "check_output_dir", "check_input_dir", "check_input_file", "check_model_source",
