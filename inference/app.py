@@ -15,7 +15,7 @@ pipeline as well). The progress bar names the stage (Shap-E steps, coarse views,
 reconstruction, saving); Cancel stops the running request at the next Shap-E or refiner step, and
 the next request runs as usual. Bad input (an empty prompt, a 0-byte, corrupt, unsupported or
 too large upload, values out of range) shows sharpit's one-line message in the page; the app
-keeps serving.
+keeps serving. Uploads are limited to ``--max-upload-mb`` (:data:`MAX_UPLOAD_MB`, 100 MB).
 
 Files: everything lives in one temporary folder made at start and removed at exit. Gradio keeps
 uploads there (its ``GRADIO_TEMP_DIR``, aged out after :data:`FILE_MAX_AGE_S`); each browser

@@ -355,7 +355,7 @@ def test_the_page_runs_one_request_at_a_time_and_reads_the_defaults(app, pipe, m
 
 
 # -- the command line --------------------------------------------------------------------------
-def test_flags_are_checked_before_any_model_loads(tmp_path, capsys):
+def test_flags_are_checked_before_any_model_loads(tmp_path, capsys, monkeypatch):
     parser = webapp.build_parser()
     assert parser.parse_args([]).host == "127.0.0.1" and parser.parse_args([]).port == 7860
     assert parser.parse_args([]).share is False
@@ -380,6 +380,14 @@ def test_flags_are_checked_before_any_model_loads(tmp_path, capsys):
         free = probe.getsockname()[1]
     assert webapp.main(["--tiny", "--port", str(free), "--out", str(a_file)]) == 2
     assert "--out is a file" in capsys.readouterr().err
+    # Offline without the released weights: exit 3 at once, naming the flags and --tiny.
+    cache = tmp_path / "empty-hub-cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    assert webapp.main(["--port", str(free)]) == 3
+    err = capsys.readouterr().err
+    assert "--shap-e DIR" in err and "--tiny" in err
 
 
 def test_console_script_starts_from_any_folder(tmp_path):
