@@ -11,12 +11,17 @@ Conventions
 Method
     Vertices are snapped to a 1/16-pixel grid, so every edge function value at a pixel centre is
     an integer; they are evaluated exactly (float32 for triangles spanning at most 32 pixels,
-    float64 otherwise), so triangles sharing an edge leave no cracks. Candidates are the pixel
-    centres inside each triangle's screen bounding box, generated for chunks of triangles at a
-    time; the nearest fragment per pixel is found with one ``scatter_reduce(amin)`` on a key
-    packing the NDC depth above the triangle's index (ties go to the lower view-major index, so
-    results are deterministic). Barycentrics of the winners are then made perspective-correct
-    with the clip ``w`` of the three vertices.
+    float64 otherwise), so triangles sharing an edge leave no cracks. Culling (orientation, empty
+    bounding box, depth range) runs on every (view, face) pair with a few whole-array operations;
+    the per-triangle constants only for the pairs kept. Candidates are the pixel centres inside
+    each kept triangle's screen bounding box: triangles whose box fits a small fixed stamp (up to
+    8 x 8 pixels, the common case for detailed meshes) are evaluated a stamp size at a time with
+    broadcasting, the others one candidate per pixel of their box, in chunks. The nearest
+    fragment per pixel is found with ``scatter_reduce(amin)`` on a key packing the NDC depth
+    (evaluated in float32 from a float64 plane) above the triangle's index (ties go to the lower
+    view-major index, so results are deterministic and independent of the evaluation order).
+    Barycentrics of the winners are then made perspective-correct with the clip ``w`` of the
+    three vertices, from the exact edge functions, in float32.
 
 Limitations: triangles with a vertex at or behind the camera plane (``w <= 0``) are dropped
 rather than clipped, and fragments outside the NDC depth range ``[-1, 1]`` are discarded. The
@@ -51,6 +56,9 @@ _EMPTY_KEY = torch.iinfo(torch.int64).max
 #: Candidate (pixel, triangle) pairs evaluated per chunk; bounds the rasteriser's peak memory
 #: (about 150 bytes per pair).
 DEFAULT_MAX_PAIRS = 1 << 21
+#: Stamp sides (pixels) of the fixed-footprint path; a triangle takes the smallest stamp that
+#: holds its bounding box, and goes to the per-candidate path when none does.
+_STAMP_SIDES = (1, 2, 3, 4, 6, 8)
 
 
 @dataclass
@@ -106,111 +114,253 @@ def _snap(clip_vertices: torch.Tensor, height: int, width: int) -> Tuple[torch.T
     clip = clip_vertices.float()
     w = clip[..., 3].contiguous()
     safe_w = torch.where(w > 0, w, torch.ones_like(w))
-    ndc = clip[..., :3] / safe_w[..., None]
-    sx = ((ndc[..., 0].double() + 1.0) * (0.5 * width)).clamp(-_COORD_LIMIT, _COORD_LIMIT)
-    sy = ((1.0 - ndc[..., 1].double()) * (0.5 * height)).clamp(-_COORD_LIMIT, _COORD_LIMIT)
-    return torch.round(sx * _ONE).float(), torch.round(sy * _ONE).float(), ndc[..., 2].contiguous(), w
+    # (ndc + 1) * size / 2 * 16 is exact in float64 for a float32 ndc, so only the rounding rounds.
+    sx = ((clip[..., 0] / safe_w).double() + 1.0).mul_(0.5 * width * _ONE).clamp_(-_COORD_LIMIT * _ONE, _COORD_LIMIT * _ONE)
+    sy = (1.0 - (clip[..., 1] / safe_w).double()).mul_(0.5 * height * _ONE).clamp_(-_COORD_LIMIT * _ONE, _COORD_LIMIT * _ONE)
+    return sx.round_().float(), sy.round_().float(), clip[..., 2] / safe_w, w
 
 
-def _gather_corners(values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """(N, V) per-vertex values -> (N, F, 3) per-corner values."""
-    return values.index_select(1, faces.reshape(-1)).view(values.shape[0], -1, 3)
+class _Visible:
+    """The covered pixels of a rasterised batch, one entry per pixel, in flat pixel order.
+
+    Attributes:
+        pix: (P,) int64 flat pixel index ``(view * H + row) * W + column``.
+        face: (P,) int64 index into ``faces`` of the nearest triangle there.
+        bary: three (P,) float32 perspective-correct barycentrics; depth: (P,) float32 clip ``w``.
+    """
+
+    __slots__ = ("pix", "face", "bary", "depth")
+
+    def __init__(self, pix, face, bary, depth):
+        self.pix, self.face, self.bary, self.depth = pix, face, bary, depth
+
+    def fragments(self, n_views: int, height: int, width: int) -> Fragments:
+        size = n_views * height * width
+        dev = self.pix.device
+        pix_to_face = torch.full((size,), -1, dtype=torch.int64, device=dev).index_copy_(0, self.pix, self.face)
+        bary = torch.zeros(size, 3, dtype=torch.float32, device=dev)
+        bary.index_copy_(0, self.pix, torch.stack(self.bary, dim=1))
+        depth = torch.zeros(size, dtype=torch.float32, device=dev).index_copy_(0, self.pix, self.depth)
+        return Fragments(pix_to_face.view(n_views, height, width), bary.view(n_views, height, width, 3),
+                         depth.view(n_views, height, width))
+
+    @staticmethod
+    def from_fragments(fragments: Fragments) -> "_Visible":
+        flat = fragments.pix_to_face.reshape(-1)
+        pix = (flat >= 0).nonzero().squeeze(1)
+        bary = fragments.bary.reshape(-1, 3).index_select(0, pix)
+        return _Visible(pix, flat.index_select(0, pix), [bary[:, k].contiguous() for k in range(3)],
+                        fragments.depth.reshape(-1).index_select(0, pix))
+
+
+def _min3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(torch.minimum(a, b), c)
+
+
+def _max3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.maximum(a, b), c)
 
 
 class _FaceSetup:
     """Culling and per-triangle constants for every kept (view, face) pair.
 
+    The orientation test runs on every (view, face) pair, the bounding boxes on the pairs facing
+    the right way, everything else on the kept pairs only.
+
     Attributes:
-        view, face: (K,) int64 view and face index of each kept triangle.
-        count: (K,) int64 number of candidate pixel centres (its clamped bounding box).
+        view, face: (K,) int64 view and face index of each kept triangle, in view-major order.
+        x0, y0: (K,) int64 top-left pixel of its bounding box (clamped to the image);
+            bw, bh: (K,) int64 size of that box in pixels.
         base: (K,) int64 flat pixel index of the bounding box's top-left pixel.
-        table: (K, 13) float64 ``[bw, C0..C2, A0..A2, B0..B2, Z0, Zx, Zy]``: bounding-box width,
-            the edge functions relative to the top-left candidate centre (``e = C + A dx + B dy``
-            for pixel offsets ``dx, dy``, signed positive inside) and the NDC depth plane
-            ``z = Z0 + Zx dx + Zy dy``.
+        table32: 13 (K,) float32 rows ``[bw, C0..C2, A0..A2, B0..B2, Z0, Zx, Zy]``:
+            bounding-box width, the edge functions relative to the top-left candidate centre
+            (``e = C + A dx + B dy`` for pixel offsets ``dx, dy``, signed positive inside;
+            integers, exact where ``small``) and the NDC depth plane ``z = Z0 + Zx dx + Zy dy``
+            (computed in float64, rounded once).
         small: (K,) bool, True where float32 evaluation is exact.
-        fx, fy, w: (N, V) snapped coordinates and clip w of all vertices, for :func:`_resolve`.
+        large: (L,) int64 indices of the triangles that are not small, ascending;
+            table64: their 13 rows in float64, exact (None when there are none).
+        inv_w: three (K,) float32 ``1 / w`` of the corners.
     """
 
     def __init__(self, clip_vertices, faces, height, width, cull_backfaces):
         fx, fy, z, w = _snap(clip_vertices, height, width)
-        self.fx, self.fy, self.w = fx, fy, w
-        n_faces = faces.shape[0]
-        x3, y3 = _gather_corners(fx, faces), _gather_corners(fy, faces)  # (N, F, 3), exact in float32
-        z3, w3 = _gather_corners(z, faces), _gather_corners(w, faces)
-        xmin, xmax = x3.amin(-1), x3.amax(-1)
-        ymin, ymax = y3.amin(-1), y3.amax(-1)
+        n_vertices, n_faces = fx.shape[1], faces.shape[0]
+        corners = [faces[:, k].contiguous() for k in range(3)]
+        xs = [fx.index_select(1, c).view(-1) for c in corners]  # flat (view, face), exact in float32
+        ys = [fy.index_select(1, c).view(-1) for c in corners]
+        # Twice the signed area (negative for counter-clockwise in NDC). Coordinate differences
+        # are exact in float32; so are the products below 2**24, and then the sign of their
+        # difference. The rare larger products are redone in float64, exactly.
+        p1 = (xs[1] - xs[0]).mul_(ys[2] - ys[0])
+        p2 = (ys[1] - ys[0]).mul_(xs[2] - xs[0])
+        area = p1 - p2
+        large = torch.maximum(p1.abs_(), p2.abs_()) >= float(1 << 24)
+        del p1, p2
+        facing = area < 0 if cull_backfaces else area != 0
+        large_idx = large.nonzero().squeeze(1)
+        if large_idx.numel():
+            exact = self._area64(xs, ys, large_idx)
+            facing.index_copy_(0, large_idx, exact < 0 if cull_backfaces else exact != 0)
+        idx = facing.nonzero().squeeze(1)  # flat (view, face) index
+        pick = lambda t: t.index_select(0, idx)  # noqa: E731
+        xs, ys, area = [pick(t) for t in xs], [pick(t) for t in ys], pick(area)
+
+        xmin, xmax = _min3(*xs), _max3(*xs)
+        ymin, ymax = _min3(*ys), _max3(*ys)
         # Pixel j has its centre at j * ONE + HALF; keep the centres inside the triangle's bounds.
         x0 = torch.ceil((xmin - _HALF) / _ONE).clamp_(min=0)
         x1 = torch.floor((xmax - _HALF) / _ONE).clamp_(max=width - 1)
         y0 = torch.ceil((ymin - _HALF) / _ONE).clamp_(min=0)
         y1 = torch.floor((ymax - _HALF) / _ONE).clamp_(max=height - 1)
-        dx1, dy1 = (x3[..., 1] - x3[..., 0]).double(), (y3[..., 1] - y3[..., 0]).double()
-        dx2, dy2 = (x3[..., 2] - x3[..., 0]).double(), (y3[..., 2] - y3[..., 0]).double()
-        area2 = dx1 * dy2 - dy1 * dx2  # exact; negative for counter-clockwise in NDC
-        keep = (w3 > 0).all(-1) & (area2 != 0) & (x1 >= x0) & (y1 >= y0)
-        keep &= (z3 <= 1).any(-1) & (z3 >= -1).any(-1)
-        if cull_backfaces:
-            keep &= area2 < 0
-        idx = keep.view(-1).nonzero().squeeze(1)  # flat (view, face) index
-        self.view = torch.div(idx, n_faces, rounding_mode="floor")
-        self.face = idx - self.view * n_faces
-        pick = lambda t: t.reshape(-1).index_select(0, idx)  # noqa: E731
-        pick3 = lambda t: t.reshape(-1, 3).index_select(0, idx)  # noqa: E731
+        keep = (x1 >= x0) & (y1 >= y0)
+        # Triangles with a corner at or behind the camera plane (w <= 0), or all corners beyond
+        # the far plane or all before the near plane, go. Usually no vertex is outside at all.
+        code = ((~(z <= 1)).to(torch.uint8) | ((~(z >= -1)).to(torch.uint8) << 1)
+                | ((~(w > 0)).to(torch.uint8) << 2))
+        if bool(code.any()):
+            view = torch.div(idx, n_faces, rounding_mode="floor")
+            vid = faces.index_select(0, idx - view * n_faces) + (view * n_vertices)[:, None]
+            flat = code.view(-1)
+            c0, c1, c2 = (flat.index_select(0, vid[:, k].contiguous()) for k in range(3))
+            keep &= (((c0 & c1 & c2) & 3) == 0) & (((c0 | c1 | c2) & 4) == 0)
+        sel = keep.nonzero().squeeze(1)
+        pick = lambda t: t.index_select(0, sel)  # noqa: E731
+        idx, xs, ys = pick(idx), [pick(t) for t in xs], [pick(t) for t in ys]
         x0, y0, x1, y1 = pick(x0), pick(y0), pick(x1), pick(y1)
-        bw = x1 - x0 + 1
-        self.count = (bw * (y1 - y0 + 1)).long()
-        self.base = (self.view * height + y0.long()) * width + x0.long()
         limit = _SMALL_EXTENT_PX * _ONE
         self.small = (pick(xmax - xmin) <= limit) & (pick(ymax - ymin) <= limit)
+        self.view = torch.div(idx, n_faces, rounding_mode="floor")
+        self.face = idx - self.view * n_faces
+        self.x0, self.y0 = x0.long(), y0.long()
+        self.bw, self.bh = (x1 - x0).long() + 1, (y1 - y0).long() + 1
+        self.base = (self.view * height + self.y0) * width + self.x0
 
-        # Edge functions relative to the first candidate centre: exact, and small for small triangles.
-        area = pick(area2)
-        sign = torch.sign(area)[:, None]
-        rx = pick3(x3).double() - (x0.double() * _ONE + _HALF)[:, None]
-        ry = pick3(y3).double() - (y0.double() * _ONE + _HALF)[:, None]
-        a, b = (1, 2, 0), (2, 0, 1)
-        coef_a = (ry[:, a] - ry[:, b]) * sign
-        coef_b = (rx[:, b] - rx[:, a]) * sign
-        coef_c = (rx[:, a] * ry[:, b] - rx[:, b] * ry[:, a]) * sign
-        zk = pick3(z3).double() / area.abs()[:, None]
-        table = torch.empty(idx.shape[0], 13, dtype=torch.float64, device=idx.device)
-        table[:, 0] = bw
-        table[:, 1:4] = coef_c
-        table[:, 4:7] = coef_a * _ONE
-        table[:, 7:10] = coef_b * _ONE
-        table[:, 10] = (coef_c * zk).sum(-1)
-        table[:, 11] = (coef_a * zk).sum(-1) * _ONE
-        table[:, 12] = (coef_b * zk).sum(-1) * _ONE
-        self.table = table
+        # Per-corner values of the kept triangles.
+        view_offset = self.view * n_vertices
+        vid = [c.index_select(0, self.face).add_(view_offset) for c in corners]
+        flat_z, flat_w = z.reshape(-1), w.reshape(-1)
+        self.inv_w = [flat_w.index_select(0, v).reciprocal_() for v in vid]
+        z3 = [flat_z.index_select(0, v) for v in vid]
+        # Edge functions relative to the first candidate centre (e = C + A dx + B dy, positive
+        # inside): exact in float32 for small triangles, whose coordinates relative to the box
+        # stay below 2**10; the few large ones get a float64 table as well.
+        ox, oy = x0 * _ONE + _HALF, y0 * _ONE + _HALF  # exact
+        rx, ry = [t - ox for t in xs], [t - oy for t in ys]
+        area = area.index_select(0, sel)  # exact where small
+        sign = torch.sign(area)
+        abs_area = area.abs_().double()
+        coef_c, coef_a, coef_b = [], [], []
+        for a, b in ((1, 2), (2, 0), (0, 1)):
+            coef_a.append((ry[a] - ry[b]).mul_(sign))
+            coef_b.append((rx[b] - rx[a]).mul_(sign))
+            coef_c.append((rx[a] * ry[b]).sub_(rx[b] * ry[a]).mul_(sign))
+        # The NDC depth plane, in float64 from the exact coefficients, then rounded once.
+        depth = []
+        for coef in (coef_c, coef_a, coef_b):
+            terms = [coef[k].double() * (z3[k].double() / abs_area) for k in range(3)]
+            depth.append((terms[0] + terms[1]) + terms[2])
+        self.table32 = ([self.bw.float()] + coef_c + [c.mul_(_ONE) for c in coef_a] + [c.mul_(_ONE) for c in coef_b]
+                        + [depth[0].float(), depth[1].mul_(_ONE).float(), depth[2].mul_(_ONE).float()])
+        self.large = (~self.small).nonzero().squeeze(1)
+        self.table64 = None
+        if self.large.numel():
+            pick = lambda t: t.index_select(0, self.large)  # noqa: E731
+            self.table64 = self._table64([pick(t) for t in rx], [pick(t) for t in ry], [pick(t) for t in z3],
+                                         pick(self.bw))
+            for r in range(10, 13):
+                self.table32[r].index_copy_(0, self.large, self.table64[r].float())
+
+    @staticmethod
+    def _table64(rx, ry, z3, bw):
+        """The 13 table rows in float64, exact for any triangle, from float32 box-relative corners."""
+        rx, ry, z3 = [t.double() for t in rx], [t.double() for t in ry], [t.double() for t in z3]
+        area = (rx[1] - rx[0]) * (ry[2] - ry[0]) - (ry[1] - ry[0]) * (rx[2] - rx[0])
+        sign = torch.sign(area)
+        abs_area = area.abs_()
+        table = [bw.double()] + [None] * 12
+        zc, za, zb = [], [], []
+        for k, (a, b) in enumerate(((1, 2), (2, 0), (0, 1))):
+            coef_a = (ry[a] - ry[b]) * sign
+            coef_b = (rx[b] - rx[a]) * sign
+            coef_c = (rx[a] * ry[b] - rx[b] * ry[a]) * sign
+            zk = z3[k] / abs_area
+            zc.append(coef_c * zk)
+            za.append(coef_a * zk)
+            zb.append(coef_b * zk)
+            table[1 + k], table[4 + k], table[7 + k] = coef_c, coef_a * _ONE, coef_b * _ONE
+        table[10] = (zc[0] + zc[1]) + zc[2]
+        table[11] = ((za[0] + za[1]) + za[2]) * _ONE
+        table[12] = ((zb[0] + zb[1]) + zb[2]) * _ONE
+        return table
+
+    @staticmethod
+    def _area64(xs, ys, rows):
+        x = [t.index_select(0, rows).double() for t in xs]
+        y = [t.index_select(0, rows).double() for t in ys]
+        return (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
+
+
+def _pack_keys(z: torch.Tensor, rows: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Packed z-buffer keys: NDC depth mapped to [0, 1] (its float32 bits order like the value)
+    above the triangle's row; the empty key where not ``inside``."""
+    depth_bits = ((z + 1.0) * 0.5).clamp_(0.0, 1.0).view(torch.int32).long()
+    key = (depth_bits << _ROW_BITS) | rows
+    return key.masked_fill_(~inside, _EMPTY_KEY)
 
 
 def _rasterize_chunk(table, count, base, rows, zbuf, width):
     """Evaluate every candidate pixel of a chunk of triangles and fold it into ``zbuf``.
 
-    ``table`` (K, 13) is in the evaluation dtype; ``rows`` (K,) are the triangles' global indices.
+    ``table`` is a list of 13 (K,) rows in the evaluation dtype; ``rows`` (K,) are the
+    triangles' global indices.
     """
     total = int(count.sum())
     if total == 0:
         return
-    dev, dt = table.device, table.dtype
+    dev, dt = table[0].device, table[0].dtype
     starts = (torch.cumsum(count, 0) - count).to(dt)
     tri = torch.repeat_interleave(torch.arange(count.shape[0], device=dev), count, output_size=total)
-    t = table.index_select(0, tri)  # (P, 13)
+    t = [r.index_select(0, tri) for r in table]
     off = torch.arange(total, device=dev, dtype=dt) - starts.index_select(0, tri)
-    bw = t[:, 0]
-    dy = torch.floor((off + 0.5) / bw)
-    dx = off - dy * bw
-    e = torch.addcmul(t[:, 1:4], t[:, 4:7], dx[:, None])
-    e.addcmul_(t[:, 7:10], dy[:, None])
-    z = torch.addcmul(t[:, 10], t[:, 11], dx).addcmul_(t[:, 12], dy).float()
-    inside = (e >= 0).all(-1) & (z.abs() <= 1.0)
-    # Packed key: depth mapped to [0, 1] (its float32 bits order like the value) above the row.
-    depth_bits = ((z + 1.0) * 0.5).clamp_(0.0, 1.0).view(torch.int32).long()
-    key = (depth_bits << _ROW_BITS) | rows.index_select(0, tri)
-    key = torch.where(inside, key, torch.full_like(key, _EMPTY_KEY))
+    dy = torch.floor((off + 0.5) / t[0])
+    dx = off - dy * t[0]
+    e = _min3(*(torch.addcmul(t[1 + k], t[4 + k], dx).addcmul_(t[7 + k], dy) for k in range(3)))
+    z = torch.addcmul(t[10], t[11], dx).addcmul_(t[12], dy).float()
+    inside = (e >= 0) & (z.abs() <= 1.0)
+    key = _pack_keys(z, rows.index_select(0, tri), inside)
     pix = base.index_select(0, tri) + dy.long() * width + dx.long()
     zbuf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+
+
+def _rasterize_stamps(table, rows, base, kw, kh, zbuf, width, max_pairs):
+    """Fixed ``kw x kh`` footprint for triangles whose (on-screen) bounding box fits in it.
+
+    Every slot of the stamp is evaluated for all the triangles at once, laid out slot-major
+    ``(slots, K)`` so that each operation runs along the contiguous triangle axis; the depth and
+    the keys only for the centres inside. ``table`` is a list of 13 (K,) float32 rows, exact for
+    these triangles (at most ``_SMALL_EXTENT_PX`` across).
+    """
+    dev = zbuf.device
+    slots = kw * kh
+    dx = torch.arange(kw, device=dev, dtype=torch.float32).repeat(kh)[:, None]  # (slots, 1)
+    dy = torch.arange(kh, device=dev, dtype=torch.float32).repeat_interleave(kw)[:, None]
+    offset = dy.view(-1).long() * width + dx.view(-1).long()
+    step = max(1, max_pairs // slots)
+    for lo in range(0, table[0].shape[0], step):
+        t = [r[lo:lo + step] for r in table]
+        e = None
+        for k in range(3):  # exact integers
+            ek = torch.addcmul(t[1 + k], t[4 + k], dx).addcmul_(t[7 + k], dy)
+            e = ek if e is None else torch.minimum(e, ek, out=e)
+        slot, tri = (e >= 0).nonzero(as_tuple=True)
+        if tri.numel() == 0:
+            continue
+        z = torch.addcmul(t[10].index_select(0, tri), t[11].index_select(0, tri), dx.view(-1).index_select(0, slot))
+        z.addcmul_(t[12].index_select(0, tri), dy.view(-1).index_select(0, slot))
+        key = _pack_keys(z, rows[lo:lo + step].index_select(0, tri), z.abs() <= 1.0)
+        pix = base[lo:lo + step].index_select(0, tri).add_(offset.index_select(0, slot))
+        zbuf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
 
 
 def _chunks(count: torch.Tensor, max_pairs: int):
@@ -224,6 +374,58 @@ def _chunks(count: torch.Tensor, max_pairs: int):
     cuts = torch.searchsorted(ends, marks, right=True).tolist()
     bounds = [0] + sorted(set(cuts) - {0, count.shape[0]}) + [count.shape[0]]
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _rasterize_visible(clip_vertices, faces, height, width, cull_backfaces,
+                       max_pairs=DEFAULT_MAX_PAIRS) -> _Visible:
+    """:func:`rasterize` without the checks, returning only the covered pixels."""
+    setup = _FaceSetup(clip_vertices, faces.long(), height, width, cull_backfaces)
+    zbuf = _zbuffer(setup, clip_vertices.shape[0], height, width, max_pairs)
+    return _resolve(zbuf, setup, width)
+
+
+def _zbuffer(setup: _FaceSetup, n_views: int, height: int, width: int, max_pairs: int) -> torch.Tensor:
+    """The packed (depth, triangle) key of the nearest fragment of every pixel."""
+    zbuf = torch.full((n_views * height * width,), _EMPTY_KEY, dtype=torch.int64, device=setup.base.device)
+    # Small triangles whose stamp stays inside the image take the fixed-footprint path.
+    n_sides, largest = len(_STAMP_SIDES), _STAMP_SIDES[-1]
+    # extent -> index of the smallest stamp side holding it (n_sides if none), and that side
+    lut = torch.searchsorted(torch.tensor(_STAMP_SIDES, device=zbuf.device), torch.arange(largest + 2, device=zbuf.device))
+    side = torch.tensor(_STAMP_SIDES + (1 << 30,), device=zbuf.device)
+    cx = lut.index_select(0, setup.bw.clamp(max=largest + 1))
+    cy = lut.index_select(0, setup.bh.clamp(max=largest + 1))
+    fits = (setup.small & (setup.x0 + side.index_select(0, cx) <= width)
+            & (setup.y0 + side.index_select(0, cy) <= height))
+    stamp_rows = fits.nonzero().squeeze(1)
+    if stamp_rows.numel():
+        cls = (cx * n_sides + cy).index_select(0, stamp_rows).to(torch.uint8)
+        stamp_rows = stamp_rows.index_select(0, torch.argsort(cls, stable=True))  # a radix sort of bytes
+        counts = torch.bincount(cls, minlength=n_sides * n_sides).tolist()
+        table32 = [r.index_select(0, stamp_rows) for r in setup.table32]
+        base = setup.base.index_select(0, stamp_rows)
+        lo = 0
+        for c, count in enumerate(counts):
+            if count:
+                hi = lo + count
+                _rasterize_stamps([r[lo:hi] for r in table32], stamp_rows[lo:hi], base[lo:hi],
+                                  _STAMP_SIDES[c // n_sides], _STAMP_SIDES[c % n_sides], zbuf, width, max_pairs)
+                lo = hi
+    # The rest: one candidate per pixel centre of the bounding box.
+    rest = ~fits
+    for exact in (False, True):
+        rows = (rest & (~setup.small if exact else setup.small)).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        if exact:
+            at = torch.searchsorted(setup.large, rows)
+            table = [r.index_select(0, at) for r in setup.table64]
+        else:
+            table = [r.index_select(0, rows) for r in setup.table32]
+        count = (setup.bw * setup.bh).index_select(0, rows)
+        base = setup.base.index_select(0, rows)
+        for lo, hi in _chunks(count, max_pairs):
+            _rasterize_chunk([r[lo:hi] for r in table], count[lo:hi], base[lo:hi], rows[lo:hi], zbuf, width)
+    return zbuf
 
 
 def rasterize(clip_vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
@@ -245,44 +447,37 @@ def rasterize(clip_vertices: torch.Tensor, faces: torch.Tensor, height: int, wid
     _check_inputs(clip_vertices, faces, height, width)
     if not isinstance(max_pairs, int) or max_pairs < 1:
         raise InputError(f"max_pairs must be a positive integer, got {max_pairs!r}")
-    faces = faces.long()
-    n_views = clip_vertices.shape[0]
-    setup = _FaceSetup(clip_vertices, faces, height, width, cull_backfaces)
-    zbuf = torch.full((n_views * height * width,), _EMPTY_KEY, dtype=torch.int64, device=clip_vertices.device)
-    for group, dtype in ((setup.small, torch.float32), (~setup.small, torch.float64)):
-        rows = group.nonzero(as_tuple=True)[0]
-        table = setup.table.index_select(0, rows).to(dtype)
-        count, base = setup.count.index_select(0, rows), setup.base.index_select(0, rows)
-        for lo, hi in _chunks(count, max_pairs):
-            _rasterize_chunk(table[lo:hi], count[lo:hi], base[lo:hi], rows[lo:hi], zbuf, width)
-    return _resolve(zbuf, faces, setup, n_views, height, width)
+    visible = _rasterize_visible(clip_vertices, faces, height, width, cull_backfaces, max_pairs)
+    return visible.fragments(clip_vertices.shape[0], height, width)
 
 
-def _resolve(zbuf, faces, setup: _FaceSetup, n_views, height, width) -> Fragments:
-    """Turn the packed z-buffer into pix_to_face, perspective-correct barycentrics and depth."""
-    dev = zbuf.device
+def _resolve(zbuf, setup: _FaceSetup, width) -> _Visible:
+    """Turn the packed z-buffer into the covered pixels' faces, perspective-correct
+    barycentrics and depth."""
     pix = (zbuf != _EMPTY_KEY).nonzero().squeeze(1)
-    row = zbuf.index_select(0, pix) & _ROW_MASK
-    view, face = setup.view.index_select(0, row), setup.face.index_select(0, row)
-    rem = pix - view * (height * width)
-    py = torch.div(rem, width, rounding_mode="floor")
-    px = rem - py * width
-    n_vertices = setup.fx.shape[1]
-    corner = (faces.index_select(0, face) + (view * n_vertices)[:, None]).view(-1)  # flat (view, vertex)
-    x = setup.fx.reshape(-1).index_select(0, corner).view(-1, 3).double() - (px.double() * _ONE + _HALF)[:, None]
-    y = setup.fy.reshape(-1).index_select(0, corner).view(-1, 3).double() - (py.double() * _ONE + _HALF)[:, None]
-    a, b = (1, 2, 0), (2, 0, 1)
-    e = x[:, a] * y[:, b] - x[:, b] * y[:, a]  # edge functions at the pixel centre (origin), exact
-    lam = e / e.sum(-1, keepdim=True)  # the area's sign cancels
-    inv_w = lam / setup.w.reshape(-1).index_select(0, corner).view(-1, 3).double()
-    inv_sum = inv_w.sum(-1, keepdim=True)
+    row = zbuf.index_select(0, pix).bitwise_and_(_ROW_MASK)
+    rem = pix - setup.base.index_select(0, row)  # (y - y0) * width + (x - x0)
+    dy = torch.div(rem, width, rounding_mode="floor")
+    dx = rem.sub_(dy * width)
 
-    size = n_views * height * width
-    pix_to_face = torch.full((size,), -1, dtype=torch.int64, device=dev).index_copy_(0, pix, face)
-    bary = torch.zeros(size, 3, dtype=torch.float32, device=dev).index_copy_(0, pix, (inv_w / inv_sum).float())
-    depth = torch.zeros(size, dtype=torch.float32, device=dev).index_copy_(0, pix, (1.0 / inv_sum[:, 0]).float())
-    return Fragments(pix_to_face.view(n_views, height, width), bary.view(n_views, height, width, 3),
-                     depth.view(n_views, height, width))
+    def edges(table, dx, dy, row):
+        t = lambda r: table[r].index_select(0, row)  # noqa: E731
+        return [torch.addcmul(t(1 + k), t(4 + k), dx).addcmul_(t(7 + k), dy) for k in range(3)]
+
+    # Edge functions at the pixel centres, exact (float32 for small triangles, else float64),
+    # positive inside; their sum is twice the area.
+    e = edges(setup.table32, dx.float(), dy.float(), row)
+    large = (~setup.small.index_select(0, row)).nonzero().squeeze(1)
+    if large.numel():
+        exact = edges(setup.table64, dx.index_select(0, large).double(), dy.index_select(0, large).double(),
+                      torch.searchsorted(setup.large, row.index_select(0, large)))
+        for k in range(3):
+            e[k].index_copy_(0, large, exact[k].float())
+    total = (e[0] + e[1]) + e[2]
+    u = [e[k].mul_(setup.inv_w[k].index_select(0, row)) for k in range(3)]  # e / w
+    inv = ((u[0] + u[1]) + u[2]).reciprocal_()
+    bary = [v.mul_(inv) for v in u]
+    return _Visible(pix, setup.face.index_select(0, row), bary, total.mul_(inv))
 
 
 def interpolate(attrs: torch.Tensor, faces: torch.Tensor, fragments: Fragments) -> torch.Tensor:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +27,8 @@ from ..cameras import VIEW_SIZE, CameraBatch, zero123plus_cameras
 from ..errors import InputError
 from ..grid import NUM_VIEWS, tensor_to_pil, views_to_grid
 from ..mesh import Mesh
-from .rasterizer import Fragments, rasterize
-from .shading import NEUTRAL_GREY, face_normals, lambertian, sample_texture, vertex_normals
+from .rasterizer import DEFAULT_MAX_PAIRS, Fragments, _rasterize_visible, _Visible, rasterize
+from .shading import AMBIENT, NEUTRAL_GREY, face_normals, sample_texture, vertex_normals
 
 __all__ = ["MultiViewRender", "render_views", "render_grid", "available_backends", "SHADING_MODES",
            "BACKENDS", "DEFAULT_BACKEND"]
@@ -35,6 +37,34 @@ SHADING_MODES = ("unlit", "lambertian")
 BACKENDS = ("torch", "pytorch3d", "auto")
 #: The rasteriser used unless ``backend="pytorch3d"`` is asked for explicitly ("auto" means this).
 DEFAULT_BACKEND = "torch"
+
+
+class Deferred:
+    """A value computed on first use: pass ``Deferred(fn)`` for a :class:`MultiViewRender` field
+    and the attribute holds ``fn()``, called once, when first read."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], torch.Tensor]):
+        self.fn = fn
+
+
+class _DeferredField:
+    """Dataclass field descriptor that resolves a :class:`Deferred` value on first read."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError(self.slot[1:])  # no default value
+        value = obj.__dict__[self.slot]
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.slot] = value.fn()
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
 
 
 @dataclass
@@ -47,14 +77,17 @@ class MultiViewRender:
         depth: (N, 1, H, W) float32 positive distance from the camera along its viewing axis,
             averaged over the covered samples of a pixel; 0 where empty.
         normals: (N, 3, H, W) float32 unit world-space surface normals (as wound: outward for
-            counter-clockwise faces), 0 where empty.
+            counter-clockwise faces), 0 where empty. :func:`render_views` computes them when
+            first read (unless its shading needed them anyway), so renders whose normals are
+            never looked at do not pay for them; the render keeps what it needs for that (about
+            30 bytes per covered pixel) until then.
         cameras: the :class:`~sharpit.cameras.CameraBatch` rendered.
     """
 
     images: torch.Tensor
     alpha: torch.Tensor
     depth: torch.Tensor
-    normals: torch.Tensor
+    normals: torch.Tensor = _DeferredField()
     cameras: CameraBatch
 
     def grid(self) -> torch.Tensor:
@@ -137,15 +170,59 @@ def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBa
     radius = (vertices - centre).norm(dim=-1).max()
     if not bool(((cameras.position - centre).norm(dim=-1) > radius).all()):
         return False
-    n = vertices.shape[0]
-    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    forward = torch.sort(edges[:, 0] * n + edges[:, 1]).values
-    if bool((forward[1:] == forward[:-1]).any()):
+    faces = faces.long()
+    a = faces.reshape(-1)
+    b = faces.roll(-1, dims=1).reshape(-1)
+    # An edge (i, i) of a degenerate face is its own twin and must occur once.
+    loop = a == b
+    if bool(loop.any()):
+        loops = a[loop]
+        if torch.unique(loops).numel() != loops.numel():
+            return False
+        a, b = a[~loop], b[~loop]
+    # One sorted key per directed edge: the undirected edge above its direction bit. Closed and
+    # consistently wound <=> the keys pair up as (2u, 2u + 1): each undirected edge once in
+    # each direction.
+    if a.numel() % 2:
         return False
-    if not torch.equal(forward, torch.sort(edges[:, 1] * n + edges[:, 0]).values):
+    key = torch.minimum(a, b).mul_(vertices.shape[0]).add_(torch.maximum(a, b)).mul_(2).add_(a > b)
+    key = torch.sort(key).values.view(-1, 2)
+    if not (bool((key[:, 0] & 1).eq_(0).all()) and torch.equal(key[:, 1], key[:, 0] + 1)):
         return False
-    tri = vertices.index_select(0, faces.reshape(-1)).view(-1, 3, 3).double()
+    tri = vertices.double().index_select(0, faces.reshape(-1)).view(-1, 3, 3)
     return float((tri[:, 0] * torch.linalg.cross(tri[:, 1], tri[:, 2])).sum()) > 0
+
+
+#: CPU renders of at least this many pixels (views x height x width) split their views across
+#: ``torch.get_num_threads()`` threads, each rasterising and shading its own views (the images
+#: are the same; whole views in parallel scale better than each operation's own threads).
+_PARALLEL_MIN_PIXELS = 1 << 17
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sharpit-render")
+        return _POOL
+
+
+def _view_chunks(n_views: int, pixels: int, device: torch.device) -> List[Tuple[int, int]]:
+    workers = min(torch.get_num_threads(), n_views) if device.type == "cpu" else 1
+    if workers <= 1 or n_views * pixels < _PARALLEL_MIN_PIXELS:
+        return [(0, n_views)]
+    bounds = [round(i * n_views / workers) for i in range(workers + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _interpolate_corners(values: torch.Tensor, corners: Sequence[torch.Tensor], bary: Sequence[torch.Tensor]):
+    """(P,) barycentric blend of the per-vertex ``values`` (V,) at the corners ``corners[k]`` (P,)."""
+    out = values.index_select(0, corners[0]).mul_(bary[0])
+    for k in (1, 2):
+        out.addcmul_(values.index_select(0, corners[k]), bary[k])
+    return out
 
 
 def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = VIEW_SIZE,
@@ -187,45 +264,105 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
     clip = torch.einsum("nij,vj->nvi", proj, torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1))
     if cull_backfaces is None:
         cull_backfaces = _safe_to_cull(verts, faces, cams)
-    frags = raster(clip, faces, s, s, cull_backfaces=bool(cull_backfaces))
+    cull_backfaces = bool(cull_backfaces)
 
-    flat = frags.pix_to_face.reshape(-1)
-    pix = (flat >= 0).nonzero().squeeze(1)
-    face = flat.index_select(0, pix)
-    view = torch.div(pix, s * s, rounding_mode="floor")
-    bary = frags.bary.reshape(-1, 3).index_select(0, pix)[..., None]
-    vid = faces.index_select(0, face).reshape(-1)
+    pixels = s * s
+    corners = [faces[:, k].contiguous() for k in range(3)]
+    # Per-vertex colour attributes, one row per channel: uv or colour (none for constant grey).
+    colour = mesh.uvs if mesh.has_texture else mesh.vertex_colors
+    colour = None if colour is None else colour.float().T.contiguous()
+    lit = shading == "lambertian"
+    vertex_nrm = [None]
+    # Channels-first outputs; the covered pixels of each view are written in place.
+    images = torch.empty(n, 3, pixels, device=dev)
+    images.copy_((bg.view(1, 3, 1) if supersample == 1 else torch.zeros(1, 3, 1, device=dev)).expand_as(images))
+    alpha = torch.zeros(n, 1, pixels, device=dev)
+    depth = torch.zeros(n, 1, pixels, device=dev)
+    nrm = torch.zeros(n, 3, pixels, device=dev)
+    rendered: List[Tuple[int, int, _Visible, List[torch.Tensor], torch.Tensor]] = []
 
-    def interp(values: torch.Tensor) -> torch.Tensor:
-        return (values.index_select(0, vid).view(-1, 3, values.shape[-1]) * bary).sum(1)
+    def surface_normals(visible: _Visible, vid: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Unit normals at the covered pixels: the blended vertex normals, or the face's own
+        where those cancel out."""
+        if vertex_nrm[0] is None:
+            vertex_nrm[0] = vertex_normals(verts, faces).float().T.contiguous()
+        normals = [_interpolate_corners(row, vid, visible.bary) for row in vertex_nrm[0]]
+        length = torch.addcmul(normals[0] * normals[0], normals[1], normals[1]).addcmul_(normals[2], normals[2]).sqrt_()
+        flat = (~(length > 1e-6)).nonzero().squeeze(1)
+        if flat.numel():
+            own = face_normals(verts, faces.index_select(0, visible.face.index_select(0, flat))).float()
+            for c in range(3):
+                normals[c].index_copy_(0, flat, own[:, c])
+            length.index_copy_(0, flat, torch.linalg.vector_norm(own, dim=-1))
+        inv = length.clamp_min_(1e-20).reciprocal_()
+        return [v.mul_(inv) for v in normals]
 
-    if mesh.has_texture:
-        albedo = sample_texture(mesh.texture, interp(mesh.uvs))
-    elif mesh.vertex_colors is not None:
-        albedo = interp(mesh.vertex_colors)
+    def write_normals(lo: int, hi: int, visible: _Visible, vid: List[torch.Tensor], target: torch.Tensor,
+                      normals: Optional[List[torch.Tensor]] = None) -> None:
+        normals = surface_normals(visible, vid) if normals is None else normals
+        out = nrm[lo:hi].view(-1)
+        for c in range(3):
+            out.index_copy_(0, target + c * pixels if c else target, normals[c])
+
+    def shade(lo: int, hi: int, visible: _Visible) -> None:
+        pix, face, bary = visible.pix, visible.face, visible.bary
+        vid = [c.index_select(0, face) for c in corners]
+        view = torch.div(pix, pixels, rounding_mode="floor")
+        # Flat index of channel 0 of each pixel in (views, 3, pixels); channel c is c * pixels on.
+        target = (view * (2 * pixels)).add_(pix)
+        if mesh.has_texture:
+            uv = torch.stack([_interpolate_corners(row, vid, bary) for row in colour], dim=1)
+            albedo = sample_texture(mesh.texture, uv).float().T
+        elif colour is not None:
+            albedo = [_interpolate_corners(row, vid, bary) for row in colour]
+        else:
+            albedo = [torch.full_like(visible.depth, NEUTRAL_GREY)] * 3
+        if lit:  # |n . l| with the light at the camera
+            normals = surface_normals(visible, vid)
+            in_batch = view + lo
+            light = [row.index_select(0, in_batch) for row in light_dir]
+            factor = torch.addcmul(normals[0] * light[0], normals[1], light[1]).addcmul_(normals[2], light[2])
+            factor = factor.abs_().mul_(1.0 - AMBIENT).add_(AMBIENT)
+            albedo = [a * factor for a in albedo]
+            write_normals(lo, hi, visible, vid, target, normals)
+        else:
+            rendered.append((lo, hi, visible, vid, target))
+        out = images[lo:hi].view(-1)
+        for c in range(3):
+            out.index_copy_(0, target + c * pixels if c else target, albedo[c].clamp(0, 1))
+        alpha[lo:hi].view(-1).index_fill_(0, pix, 1.0)
+        depth[lo:hi].view(-1).index_copy_(0, pix, visible.depth)
+
+    light_dir = cams.c2w[:, :3, 2].float().T.contiguous()  # (3, N) toward each camera
+    if lit:
+        vertex_nrm[0] = vertex_normals(verts, faces).float().T.contiguous()
+    if raster is rasterize:
+        def run(lo: int, hi: int) -> None:
+            shade(lo, hi, _rasterize_visible(clip[lo:hi], faces, s, s, cull_backfaces, DEFAULT_MAX_PAIRS))
+
+        chunks = _view_chunks(n, pixels, dev)
+        if len(chunks) == 1:
+            run(0, n)
+        else:
+            for future in [_thread_pool(len(chunks)).submit(run, lo, hi) for lo, hi in chunks]:
+                future.result()
     else:
-        albedo = torch.full((pix.shape[0], 3), NEUTRAL_GREY, device=dev)
-    normals = interp(vertex_normals(verts, faces))
-    flat_n = face_normals(verts, faces).index_select(0, face)
-    normals = torch.where(normals.norm(dim=-1, keepdim=True) > 1e-6, normals, flat_n)
-    normals = F.normalize(normals, dim=-1, eps=1e-20)
-    color = albedo if shading == "unlit" else lambertian(albedo, normals, cams.c2w[:, :3, 2].index_select(0, view))
+        shade(0, n, _Visible.from_fragments(raster(clip, faces, s, s, cull_backfaces=cull_backfaces)))
 
-    def to_image(values: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(n * s * s, values.shape[-1], dtype=torch.float32, device=dev)
-        return out.index_copy_(0, pix, values.float()).view(n, s, s, -1).permute(0, 3, 1, 2)
+    images, alpha, depth = (t.view(n, -1, s, s) for t in (images, alpha, depth))
+    if supersample > 1:  # (with one sample per pixel the background is already in place)
+        images, alpha, depth_sum = (F.avg_pool2d(t, supersample) for t in (images, alpha, depth))
+        depth = torch.where(alpha > 0, depth_sum / alpha.clamp_min(1e-12), torch.zeros_like(depth_sum))
+        images = (images + bg * (1.0 - alpha)).clamp(0, 1)
 
-    rgb = to_image(color.clamp(0, 1))
-    alpha = frags.mask.float()[:, None]
-    depth = frags.depth[:, None]
-    nrm = to_image(normals)
-    if supersample > 1:
-        rgb, alpha, depth, nrm = (F.avg_pool2d(t, supersample) for t in (rgb, alpha, depth, nrm))
-        covered = alpha > 0
-        depth = torch.where(covered, depth / alpha.clamp_min(1e-12), torch.zeros_like(depth))
-        nrm = F.normalize(nrm, dim=1, eps=1e-20)
-    images = (rgb + bg * (1.0 - alpha)).clamp(0, 1)
-    return MultiViewRender(images=images, alpha=alpha, depth=depth, normals=nrm, cameras=cams)
+    def normals_image() -> torch.Tensor:
+        while rendered:
+            write_normals(*rendered.pop())
+        out = nrm.view(n, 3, s, s)
+        return F.normalize(F.avg_pool2d(out, supersample), dim=1, eps=1e-20) if supersample > 1 else out
+
+    return MultiViewRender(images=images, alpha=alpha, depth=depth,
+                           normals=Deferred(normals_image) if rendered else normals_image(), cameras=cams)
 
 
 def render_grid(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = VIEW_SIZE,
