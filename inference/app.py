@@ -352,6 +352,7 @@ class SharpItApp:
         self._lock = threading.Lock()            # the pipeline: one request at a time
         self._sessions_lock = threading.Lock()
         self._sessions: Dict[str, Session] = {}
+        self._saved = 0                           # results saved under out_dir
         #: Wall-clock times (time.time()) of the last request: handler start, pipeline start and
         #: end, outputs written (benchmarks/bench_app.py reads them).
         self.timeline: Dict[str, float] = {}
@@ -584,12 +585,21 @@ class SharpItApp:
         files.append(str(folder / "metadata.json"))
         saved = None
         if self.out_dir is not None:
-            saved = result.save(self.out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{folder.name}", overwrite=False)
+            saved = result.save(self._out_folder(folder.name.split("_", 1)[1]), overwrite=False)
         self._prune(session)
         timings = dict(result.timings, save=writing + time.perf_counter() - start)
         return RunOutput(model=view.model, coarse_grid=str(coarse), refined_grid=str(refined), files=files,
                          status=self._status(mode, result, timings, up_axis, notes, saved), folder=folder,
                          result=result)
+
+    def _out_folder(self, name: str) -> Path:
+        """A new folder name under ``--out``: time, a number counting this app's results, ``name``."""
+        with self._sessions_lock:
+            while True:
+                self._saved += 1
+                path = self.out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}_{self._saved:04d}_{name}"
+                if not path.exists():
+                    return path
 
     @staticmethod
     def _prune(session: Session) -> None:

@@ -290,6 +290,35 @@ def test_unexpected_errors_are_one_line_and_the_app_keeps_serving(app, monkeypat
     assert Path(app.generate("a chair", 5, {}, session="boom").model).is_file()
 
 
+def test_two_sessions_never_run_the_pipeline_at_once(app, generated, monkeypatch):
+    import time
+
+    active, most = [0], [0]
+
+    def slow_generate(prompt, **kwargs):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        time.sleep(0.3)
+        active[0] -= 1
+        return generated[0].result
+
+    monkeypatch.setattr(app.pipe, "generate", slow_generate)
+    errors = []
+
+    def run(session):
+        try:
+            app.generate("a chair", 0, {}, session=session)
+        except BaseException as exc:   # noqa: BLE001
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(f"user{i}",)) for i in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert not errors and most[0] == 1
+
+
 # -- options, sessions, files ------------------------------------------------------------------
 def test_options_come_from_the_pipeline_defaults(pipe):
     defaults = pipe.default_options

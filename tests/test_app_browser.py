@@ -39,11 +39,13 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path):
     """The app on a free local port; its temporary files go to ``tmp_path/tmp`` (TMPDIR)."""
-    port, tmp, log = _free_port(), tmp_path / "tmp", tmp_path / "app.log"
+    port, tmp, cwd, log = _free_port(), tmp_path / "tmp", tmp_path / "cwd", tmp_path / "app.log"
     tmp.mkdir()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
+    cwd.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TMPDIR=str(tmp), PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "inference.app", "--tiny", "--port", str(port)], cwd=REPO,
+        proc = subprocess.Popen([sys.executable, "-m", "inference.app", "--tiny", "--port", str(port)], cwd=cwd,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
@@ -58,7 +60,7 @@ def server(tmp_path):
             proc.kill()
             pytest.fail(f"the app did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
-    yield {"url": url, "proc": proc, "tmp": tmp, "log": log}
+    yield {"url": url, "proc": proc, "tmp": tmp, "cwd": cwd, "log": log}
     if proc.poll() is None:
         proc.kill()
         proc.wait(30)
@@ -149,3 +151,4 @@ def test_prompt_to_orbitable_glb_and_a_readable_error(server, tmp_path, gltf_val
     assert proc.wait(60) == 0, server["log"].read_text()[-3000:]
     # Uploads, results and Gradio's cache all removed (torch makes its own empty compile-cache folder).
     assert [p.name for p in server["tmp"].iterdir() if not p.name.startswith("torchinductor_")] == []
+    assert list(server["cwd"].iterdir()) == []   # nothing in the working folder either
