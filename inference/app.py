@@ -654,8 +654,8 @@ class SharpItApp:
         except Exception as exc:   # noqa: BLE001 - the page gets one line, the log the traceback
             log.exception("request failed")
             first = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise gr.Error(f"Something failed inside the pipeline ({type(exc).__name__}: {first}). The app is "
-                           "still running; try again, or with other settings.", title="Error", duration=20,
+            raise gr.Error(f"Something failed while making this result ({type(exc).__name__}: {first}). The app "
+                           "is still running; try again, or with other settings.", title="Error", duration=20,
                            print_exception=False) from None
 
     def build(self) -> "gr.Blocks":

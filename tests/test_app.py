@@ -283,7 +283,8 @@ def test_unexpected_errors_are_one_line_and_the_app_keeps_serving(app, monkeypat
         m.setattr(app.pipe, "generate", explode)
         with pytest.raises(webapp.gr.Error) as caught:
             list(app._ui_stream(app.generate_stream, "a chair", 0, {}, session="boom"))
-    assert caught.value.message.startswith("Something failed inside the pipeline (RuntimeError: CUDA out of memory.)")
+    assert caught.value.message.startswith("Something failed while making this result (RuntimeError: CUDA out of "
+                                           "memory.)")
     assert "\n" not in caught.value.message and "request failed" in caplog.text   # the log has the traceback
     assert app._lock.acquire(blocking=False)
     app._lock.release()
