@@ -10,7 +10,8 @@ memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak resid
 sharpit renders with ``render_views``' defaults (the torch backend, automatic back-face culling)
 unless ``--cull-backfaces`` / ``--no-cull-backfaces`` say otherwise.
 
-``--peers`` also times the OpenGL renderers of :mod:`sharpit.render.gl_reference` that work here
+``--baseline DIR`` also times ``render_views`` of another sharpit source folder (before/after in
+one run). ``--peers`` also times the OpenGL renderers of :mod:`sharpit.render.gl_reference` that work here
 (moderngl on EGL and pyrender on OSMesa; on a CPU-only machine both are Mesa's llvmpipe) on the
 same mesh and cameras, each in its own process (two OpenGL libraries cannot share one), in
 turns with sharpit: every round runs each renderer once, in a rotating order, so that load from
@@ -58,20 +59,46 @@ def _agreement(images, masks, reference) -> dict:
             "share_over_2_255": float((diff > 2 / 255).float().mean())}
 
 
-def _worker(name: str, args) -> None:
-    """A peer in its own process: answers each "run" line on stdin with its time in seconds."""
-    from sharpit.render import gl_reference
+class _Baseline:
+    """``render_views`` of another sharpit checkout (``--baseline``), as a renderer."""
 
-    renderer_cls = gl_reference.PEERS[name]
-    if not renderer_cls.available():
-        print(json.dumps({"error": f"{name} is not available here"}), flush=True)
-        return
+    name = "baseline"
+
+    def __init__(self, size: int):
+        import sharpit
+
+        self.size = size
+        self.device = f"sharpit {sharpit.__version__} `render_views` from {os.path.dirname(os.path.dirname(sharpit.__file__))}"
+
+    def render(self, mesh, cameras):
+        out = render_views(mesh, cameras, size=self.size)
+        return out.images, out.alpha[:, 0] > 0
+
+    def release(self) -> None:
+        pass
+
+
+def _worker(name: str, args) -> None:
+    """A renderer in its own process: answers each "run" line on stdin with its time in seconds."""
     torch.set_num_threads(args.threads)
+    if name == "baseline":
+        renderer_cls = _Baseline
+    else:
+        from sharpit.render import gl_reference
+
+        renderer_cls = gl_reference.PEERS[name]
+        if not renderer_cls.available():
+            print(json.dumps({"error": f"{name} is not available here"}), flush=True)
+            return
     mesh, cameras = _mesh(args.faces), zero123plus_cameras()
     renderer = renderer_cls(args.size)
     images, masks = renderer.render(mesh, cameras)
-    reference = render_views(mesh, cameras, size=args.size)
-    print(json.dumps({"device": renderer.device, **_agreement(images, masks, reference)}), flush=True)
+    if name == "baseline":
+        reference = None
+        print(json.dumps({"device": renderer.device}), flush=True)
+    else:
+        reference = render_views(mesh, cameras, size=args.size)
+        print(json.dumps({"device": renderer.device, **_agreement(images, masks, reference)}), flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
             break
@@ -82,11 +109,14 @@ def _worker(name: str, args) -> None:
 
 
 class _Peer:
-    def __init__(self, name: str, args):
+    def __init__(self, name: str, args, source: str = None):
         command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--size", str(args.size),
                    "--faces", str(args.faces), "--threads", str(args.threads)]
+        env = dict(os.environ)
+        if source:  # import sharpit from that checkout
+            env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(source)] + env.get("PYTHONPATH", "").split(os.pathsep))
         self.name = name
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = json.loads(self.proc.stdout.readline() or '{"error": "the worker died"}')
 
     def run(self) -> float:
@@ -121,7 +151,10 @@ def main(argv=None) -> None:
                         help="also time the OpenGL peers (moderngl/EGL, pyrender/OSMesa) that work here, in turns")
     parser.add_argument("--peer", action="append", choices=PEER_NAMES,
                         help="with --peers: only these peers (repeatable; default: all)")
-    parser.add_argument("--worker", choices=PEER_NAMES, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also time render_views of the sharpit package in this source folder (e.g. an earlier "
+                             "commit's `git archive`), in its own process and in the same turns")
+    parser.add_argument("--worker", choices=PEER_NAMES + ("baseline",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(args.worker, args)
@@ -141,14 +174,14 @@ def main(argv=None) -> None:
         return time.perf_counter() - start
 
     peers = []
+    if args.baseline:
+        peers.append(_Peer("baseline", args, source=args.baseline))
     if args.peers:
-        for name in args.peer or PEER_NAMES:
-            peer = _Peer(name, args)
-            if "error" in peer.info:
-                print(f"<!-- {name}: {peer.info['error']} -->")
-                peer.close()
-            else:
-                peers.append(peer)
+        peers += [_Peer(name, args) for name in args.peer or PEER_NAMES]
+    for peer in [p for p in peers if "error" in p.info]:
+        print(f"<!-- {peer.name}: {peer.info['error']} -->")
+        peer.close()
+        peers.remove(peer)
     runners = [("sharpit", sharpit_run)] + [(p.name, p.run) for p in peers]
     times = {name: [] for name, _ in runners}
     try:
@@ -175,6 +208,8 @@ def main(argv=None) -> None:
           f"{peak:.0f}{' (process RSS)' if device.type == 'cpu' else ''} |")
     if peers:
         print()
+        print(f"Medians of {args.repeats} rounds; each round runs every renderer once, in a rotating order.")
+        print()
         print("| renderer | median ms/grid | min ms/grid | sharpit / renderer (medians) | mask IoU vs sharpit | "
               "mean abs colour diff | pixels > 2/255 apart |")
         print("|---|---|---|---|---|---|---|")
@@ -182,9 +217,10 @@ def main(argv=None) -> None:
               "| | |")
         for peer in peers:
             t, info = times[peer.name], peer.info
+            agreement = (f"{info['iou']:.5f} | {info['mean_abs']:.2e} | {info['share_over_2_255']:.2%}"
+                         if "iou" in info else " | |")
             print(f"| {peer.name}: {info['device']} | {statistics.median(t) * 1e3:.1f} | {min(t) * 1e3:.1f} | "
-                  f"{ours / statistics.median(t):.2f} | {info['iou']:.5f} | {info['mean_abs']:.2e} | "
-                  f"{info['share_over_2_255']:.2%} |")
+                  f"{ours / statistics.median(t):.2f} | {agreement} |")
 
 
 if __name__ == "__main__":

@@ -115,8 +115,9 @@ def _snap(clip_vertices: torch.Tensor, height: int, width: int) -> Tuple[torch.T
     w = clip[..., 3].contiguous()
     safe_w = torch.where(w > 0, w, torch.ones_like(w))
     # (ndc + 1) * size / 2 * 16 is exact in float64 for a float32 ndc, so only the rounding rounds.
-    sx = ((clip[..., 0] / safe_w).double() + 1.0).mul_(0.5 * width * _ONE).clamp_(-_COORD_LIMIT * _ONE, _COORD_LIMIT * _ONE)
-    sy = (1.0 - (clip[..., 1] / safe_w).double()).mul_(0.5 * height * _ONE).clamp_(-_COORD_LIMIT * _ONE, _COORD_LIMIT * _ONE)
+    limit = _COORD_LIMIT * _ONE
+    sx = (clip[..., 0] / safe_w).double().add_(1.0).mul_(0.5 * width * _ONE).clamp_(-limit, limit)
+    sy = (clip[..., 1] / safe_w).double().neg_().add_(1.0).mul_(0.5 * height * _ONE).clamp_(-limit, limit)
     return sx.round_().float(), sy.round_().float(), clip[..., 2] / safe_w, w
 
 
@@ -216,9 +217,9 @@ class _FaceSetup:
         keep = (x1 >= x0) & (y1 >= y0)
         # Triangles with a corner at or behind the camera plane (w <= 0), or all corners beyond
         # the far plane or all before the near plane, go. Usually no vertex is outside at all.
-        code = ((~(z <= 1)).to(torch.uint8) | ((~(z >= -1)).to(torch.uint8) << 1)
-                | ((~(w > 0)).to(torch.uint8) << 2))
-        if bool(code.any()):
+        if not bool(((z <= 1) & (z >= -1) & (w > 0)).all()):
+            code = ((~(z <= 1)).to(torch.uint8) | ((~(z >= -1)).to(torch.uint8) << 1)
+                    | ((~(w > 0)).to(torch.uint8) << 2))
             view = torch.div(idx, n_faces, rounding_mode="floor")
             vid = faces.index_select(0, idx - view * n_faces) + (view * n_vertices)[:, None]
             flat = code.view(-1)
@@ -256,10 +257,11 @@ class _FaceSetup:
             coef_b.append((rx[b] - rx[a]).mul_(sign))
             coef_c.append((rx[a] * ry[b]).sub_(rx[b] * ry[a]).mul_(sign))
         # The NDC depth plane, in float64 from the exact coefficients, then rounded once.
+        zk = [z3[k].double().div_(abs_area) for k in range(3)]
         depth = []
         for coef in (coef_c, coef_a, coef_b):
-            terms = [coef[k].double() * (z3[k].double() / abs_area) for k in range(3)]
-            depth.append((terms[0] + terms[1]) + terms[2])
+            terms = [coef[k].double().mul_(zk[k]) for k in range(3)]
+            depth.append(terms[0].add_(terms[1]).add_(terms[2]))
         self.table32 = ([self.bw.float()] + coef_c + [c.mul_(_ONE) for c in coef_a] + [c.mul_(_ONE) for c in coef_b]
                         + [depth[0].float(), depth[1].mul_(_ONE).float(), depth[2].mul_(_ONE).float()])
         self.large = (~self.small).nonzero().squeeze(1)
@@ -456,9 +458,10 @@ def _resolve(zbuf, setup: _FaceSetup, width) -> _Visible:
     barycentrics and depth."""
     pix = (zbuf != _EMPTY_KEY).nonzero().squeeze(1)
     row = zbuf.index_select(0, pix).bitwise_and_(_ROW_MASK)
-    rem = pix - setup.base.index_select(0, row)  # (y - y0) * width + (x - x0)
-    dy = torch.div(rem, width, rounding_mode="floor")
-    dx = rem.sub_(dy * width)
+    # (y - y0) * width + (x - x0) < 2**22: float32 is exact for it and splits it exactly
+    rem = pix.sub(setup.base.index_select(0, row)).to(torch.float32 if zbuf.numel() <= 1 << 22 else torch.float64)
+    dy = (rem + 0.5).div_(width).floor_()
+    dx, dy = rem.sub_(dy * width).float(), dy.float()
 
     def edges(table, dx, dy, row):
         t = lambda r: table[r].index_select(0, row)  # noqa: E731
@@ -466,8 +469,8 @@ def _resolve(zbuf, setup: _FaceSetup, width) -> _Visible:
 
     # Edge functions at the pixel centres, exact (float32 for small triangles, else float64),
     # positive inside; their sum is twice the area.
-    e = edges(setup.table32, dx.float(), dy.float(), row)
-    large = (~setup.small.index_select(0, row)).nonzero().squeeze(1)
+    e = edges(setup.table32, dx, dy, row)
+    large = (~setup.small.index_select(0, row)).nonzero().squeeze(1) if setup.large.numel() else setup.large
     if large.numel():
         exact = edges(setup.table64, dx.index_select(0, large).double(), dy.index_select(0, large).double(),
                       torch.searchsorted(setup.large, row.index_select(0, large)))

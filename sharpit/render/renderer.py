@@ -8,6 +8,17 @@ benchmarks and parity checks run. ``"pytorch3d"`` is opt-in only: it needs the p
 and its comparison with the torch backend (``tests/test_render.py``) runs only where pytorch3d is
 installed, which sharpit's own test setup does not do. ``"auto"`` is kept for old callers and
 means ``"torch"``; installing pytorch3d never changes the backend silently.
+
+The rule for choosing a backend automatically: only one known to give the torch backend's images
+exactly may be chosen, and none is. pytorch3d and OpenGL (the renderers of
+:mod:`sharpit.render.gl_reference`, used to check and time sharpit, not as backends) decide
+coverage on a different sub-pixel grid and fill rule, and OpenGL quantises colours to 8 bits, so
+their silhouette pixels and colours differ slightly (``tests/test_render_peers.py``).
+
+Speed on the CPU: a render of at least ``_PARALLEL_MIN_PIXELS`` pixels splits its views across
+``torch.get_num_threads()`` threads (whole views in parallel; the images do not depend on the
+split), and :attr:`MultiViewRender.normals` are computed when first read unless the shading
+needed them (``benchmarks/RESULTS.md`` has the timings against OpenGL).
 """
 
 from __future__ import annotations
@@ -161,10 +172,19 @@ def _depth_range(vertices: torch.Tensor, cameras: CameraBatch) -> Tuple[float, f
     return near, far
 
 
-def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBatch) -> bool:
+def _keys_pair_up(key: torch.Tensor) -> bool:
+    """True when the sorted keys pair up as ``(2u, 2u + 1)``."""
+    if key.numel() % 2:
+        return False
+    key = torch.sort(key).values.view(-1, 2)
+    return bool((key[:, 0] & 1).eq_(0).all()) and torch.equal(key[:, 1], key[:, 0] + 1)
+
+
+def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBatch, workers: int = 1) -> bool:
     """True when back-face culling cannot change the image: the mesh is closed and consistently
     wound outward (every directed edge has exactly one reverse twin, positive signed volume) and
-    every camera is outside its bounding sphere."""
+    every camera is outside its bounding sphere. ``workers`` > 1 sorts the edges in that many
+    parts in parallel threads."""
     lo, hi = vertices.min(0).values, vertices.max(0).values
     centre = (lo + hi) / 2.0
     radius = (vertices - centre).norm(dim=-1).max()
@@ -180,14 +200,19 @@ def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBa
         if torch.unique(loops).numel() != loops.numel():
             return False
         a, b = a[~loop], b[~loop]
-    # One sorted key per directed edge: the undirected edge above its direction bit. Closed and
-    # consistently wound <=> the keys pair up as (2u, 2u + 1): each undirected edge once in
-    # each direction.
-    if a.numel() % 2:
-        return False
-    key = torch.minimum(a, b).mul_(vertices.shape[0]).add_(torch.maximum(a, b)).mul_(2).add_(a > b)
-    key = torch.sort(key).values.view(-1, 2)
-    if not (bool((key[:, 0] & 1).eq_(0).all()) and torch.equal(key[:, 1], key[:, 0] + 1)):
+    # One key per directed edge: the undirected edge u above its direction bit. Closed and
+    # consistently wound <=> the sorted keys pair up as (2u, 2u + 1): each undirected edge once
+    # in each direction. Twins share u, so the keys can be split by u and sorted in parts.
+    n = vertices.shape[0]
+    low = torch.minimum(a, b)
+    key = low.mul(n).add_(torch.maximum(a, b)).mul_(2).add_(a > b)
+    if workers > 1 and key.numel() >= 1 << 16:
+        cuts = [n * i // workers for i in range(1, workers)]
+        part = torch.bucketize(low, torch.tensor(cuts, device=low.device), right=True)
+        parts = [key[part == i] for i in range(workers)]
+        if not all(_thread_pool(workers).map(_keys_pair_up, parts)):
+            return False
+    elif not _keys_pair_up(key):
         return False
     tri = vertices.double().index_select(0, faces.reshape(-1)).view(-1, 3, 3)
     return float((tri[:, 0] * torch.linalg.cross(tri[:, 1], tri[:, 2])).sum()) > 0
@@ -262,11 +287,12 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
     near, far = _depth_range(verts, cams)
     proj = cams.full_projection(near, far).to(verts.dtype)
     clip = torch.einsum("nij,vj->nvi", proj, torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1))
+    pixels = s * s
+    chunks = _view_chunks(n, pixels, dev) if raster is rasterize else [(0, n)]
     if cull_backfaces is None:
-        cull_backfaces = _safe_to_cull(verts, faces, cams)
+        cull_backfaces = _safe_to_cull(verts, faces, cams, workers=len(chunks))
     cull_backfaces = bool(cull_backfaces)
 
-    pixels = s * s
     corners = [faces[:, k].contiguous() for k in range(3)]
     # Per-vertex colour attributes, one row per channel: uv or colour (none for constant grey).
     colour = mesh.uvs if mesh.has_texture else mesh.vertex_colors
@@ -278,8 +304,8 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
     images.copy_((bg.view(1, 3, 1) if supersample == 1 else torch.zeros(1, 3, 1, device=dev)).expand_as(images))
     alpha = torch.zeros(n, 1, pixels, device=dev)
     depth = torch.zeros(n, 1, pixels, device=dev)
-    nrm = torch.zeros(n, 3, pixels, device=dev)
-    rendered: List[Tuple[int, int, _Visible, List[torch.Tensor], torch.Tensor]] = []
+    nrm = torch.zeros(n, 3, pixels, device=dev) if lit else None  # else made when first read
+    deferred: List[Tuple[int, int, _Visible]] = []  # the chunks whose normals wait for a read
 
     def surface_normals(visible: _Visible, vid: List[torch.Tensor]) -> List[torch.Tensor]:
         """Unit normals at the covered pixels: the blended vertex normals, or the face's own
@@ -297,19 +323,20 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
         inv = length.clamp_min_(1e-20).reciprocal_()
         return [v.mul_(inv) for v in normals]
 
-    def write_normals(lo: int, hi: int, visible: _Visible, vid: List[torch.Tensor], target: torch.Tensor,
-                      normals: Optional[List[torch.Tensor]] = None) -> None:
-        normals = surface_normals(visible, vid) if normals is None else normals
-        out = nrm[lo:hi].view(-1)
+    def write_channels(out: torch.Tensor, target: torch.Tensor, values: Sequence[torch.Tensor]) -> None:
         for c in range(3):
-            out.index_copy_(0, target + c * pixels if c else target, normals[c])
+            out.index_copy_(0, target + c * pixels if c else target, values[c])
+
+    def locate(visible: _Visible) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Corner vertices of each covered pixel's face, its view in the chunk, and the flat
+        index of its channel 0 in (views, 3, pixels) (channel c is c * pixels on)."""
+        vid = [c.index_select(0, visible.face) for c in corners]
+        view = torch.div(visible.pix, pixels, rounding_mode="floor")
+        return vid, view, (view * (2 * pixels)).add_(visible.pix)
 
     def shade(lo: int, hi: int, visible: _Visible) -> None:
-        pix, face, bary = visible.pix, visible.face, visible.bary
-        vid = [c.index_select(0, face) for c in corners]
-        view = torch.div(pix, pixels, rounding_mode="floor")
-        # Flat index of channel 0 of each pixel in (views, 3, pixels); channel c is c * pixels on.
-        target = (view * (2 * pixels)).add_(pix)
+        pix, bary = visible.pix, visible.bary
+        vid, view, target = locate(visible)
         if mesh.has_texture:
             uv = torch.stack([_interpolate_corners(row, vid, bary) for row in colour], dim=1)
             albedo = sample_texture(mesh.texture, uv).float().T
@@ -324,12 +351,10 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
             factor = torch.addcmul(normals[0] * light[0], normals[1], light[1]).addcmul_(normals[2], light[2])
             factor = factor.abs_().mul_(1.0 - AMBIENT).add_(AMBIENT)
             albedo = [a * factor for a in albedo]
-            write_normals(lo, hi, visible, vid, target, normals)
+            write_channels(nrm[lo:hi].view(-1), target, normals)
         else:
-            rendered.append((lo, hi, visible, vid, target))
-        out = images[lo:hi].view(-1)
-        for c in range(3):
-            out.index_copy_(0, target + c * pixels if c else target, albedo[c].clamp(0, 1))
+            deferred.append((lo, hi, visible))
+        write_channels(images[lo:hi].view(-1), target, [a.clamp(0, 1) for a in albedo])
         alpha[lo:hi].view(-1).index_fill_(0, pix, 1.0)
         depth[lo:hi].view(-1).index_copy_(0, pix, visible.depth)
 
@@ -340,7 +365,6 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
         def run(lo: int, hi: int) -> None:
             shade(lo, hi, _rasterize_visible(clip[lo:hi], faces, s, s, cull_backfaces, DEFAULT_MAX_PAIRS))
 
-        chunks = _view_chunks(n, pixels, dev)
         if len(chunks) == 1:
             run(0, n)
         else:
@@ -355,14 +379,18 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
         depth = torch.where(alpha > 0, depth_sum / alpha.clamp_min(1e-12), torch.zeros_like(depth_sum))
         images = (images + bg * (1.0 - alpha)).clamp(0, 1)
 
-    def normals_image() -> torch.Tensor:
-        while rendered:
-            write_normals(*rendered.pop())
+    def normals_image(nrm: Optional[torch.Tensor]) -> torch.Tensor:
+        if nrm is None:
+            nrm = torch.zeros(n, 3, pixels, device=dev)
+        for lo, hi, visible in deferred:
+            vid, _, target = locate(visible)
+            write_channels(nrm[lo:hi].view(-1), target, surface_normals(visible, vid))
+        deferred.clear()
         out = nrm.view(n, 3, s, s)
         return F.normalize(F.avg_pool2d(out, supersample), dim=1, eps=1e-20) if supersample > 1 else out
 
-    return MultiViewRender(images=images, alpha=alpha, depth=depth,
-                           normals=Deferred(normals_image) if rendered else normals_image(), cameras=cams)
+    return MultiViewRender(images=images, alpha=alpha, depth=depth, cameras=cams,
+                           normals=Deferred(lambda: normals_image(nrm)) if deferred else normals_image(nrm))
 
 
 def render_grid(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = VIEW_SIZE,
