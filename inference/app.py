@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from inference.common import add_model_args
 from sharpit.errors import CorruptFileError, InputError, SharpItError, UnsupportedFormatError
 from sharpit.formats import LATENT_SUFFIXES, MESH_READ_FORMATS
 
@@ -812,8 +813,6 @@ def _flag_bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sharpit.sources import DEFAULT_MODELS
-
     parser = argparse.ArgumentParser(prog="python -m inference.app", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true",
@@ -826,19 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="also save every result as a folder under this one")
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
                         help=f"largest upload taken, in MB ({MAX_UPLOAD_MB:g})")
-    models = parser.add_argument_group("models (hub ids or local paths; as sharpit-generate)")
-    models.add_argument("--pipeline", default=None, help="a saved SharpIt3DPipeline folder or hub id")
-    models.add_argument("--shap-e", default=DEFAULT_MODELS["shap_e"])
-    models.add_argument("--zero123plus", default=DEFAULT_MODELS["zero123plus"])
-    models.add_argument("--sharpit-unet", default=DEFAULT_MODELS["sharpit_unet"])
-    models.add_argument("--refiner", default=None, help="a saved SharpItRefinePipeline folder")
-    models.add_argument("--instantmesh", default=DEFAULT_MODELS["instantmesh"])
-    models.add_argument("--instantmesh-variant", default=DEFAULT_MODELS["instantmesh_variant"],
-                        choices=["base", "large"])
-    device = parser.add_argument_group("device")
-    device.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
-    device.add_argument("--offload", action="store_true",
-                        help="keep one model on the GPU at a time (diffusers' enable_model_cpu_offload)")
+    add_model_args(parser)
     return parser
 
 

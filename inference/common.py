@@ -24,7 +24,6 @@ from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED,
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Output, model, device and refinement flags shared by both commands."""
     from sharpit.coarse import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER
-    from sharpit.sources import DEFAULT_MODELS
 
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per item in batches)")
     parser.add_argument("--seed", type=int, default=0, help="seed; batch item i uses seed + i")
@@ -53,6 +52,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uv-layout", choices=["pairs", "xatlas"], default=None,
                         help="texture layout with --textured: pairs (fast, default) or xatlas (few seams, "
                              "for painting)")
+    add_model_args(parser)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Model and device flags (shared by generate, edit and the web app)."""
+    from sharpit.sources import DEFAULT_MODELS
+
     models = parser.add_argument_group("models (hub ids or local paths)")
     models.add_argument("--pipeline", default=None,
                         help="a saved SharpIt3DPipeline folder or hub id (replaces the model flags below)")
