@@ -153,15 +153,13 @@ def test_closed_mesh_test_matches_its_definition():
     for vertices, faces in meshes:
         assert renderer_module._safe_to_cull(vertices, faces, cams) == _safe_to_cull_by_definition(vertices, faces, cams)
     assert renderer_module._safe_to_cull(v, f, cams)
-    # Large meshes sort their edges in parts, in threads.
     big = uv_sphere(60, 240)
     v, f = big.vertices, big.faces
     swapped = f.clone()
     swapped[5000] = swapped[5000].flip(0)
     for faces, closed in ((f, True), (f.flip(1), False), (f[:-1], False), (swapped, False),
                           (torch.cat([f, f[:1]]), False)):
-        for workers in (1, 2, 3):
-            assert renderer_module._safe_to_cull(v, faces, cams, workers=workers) == closed
+        assert renderer_module._safe_to_cull(v, faces, cams) == closed
 
 
 def test_open_mesh_seen_inside_renders_like_without_culling():

@@ -32,7 +32,7 @@ outputs are not differentiable with respect to vertex positions (attributes inte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -303,12 +303,17 @@ class _FaceSetup:
         return (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0])
 
 
-def _pack_keys(z: torch.Tensor, rows: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+def _pack_keys(z: torch.Tensor, rows: torch.Tensor, inside: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Packed z-buffer keys: NDC depth mapped to [0, 1] (its float32 bits order like the value)
-    above the triangle's row; the empty key where not ``inside``."""
-    depth_bits = ((z + 1.0) * 0.5).clamp_(0.0, 1.0).view(torch.int32).long()
-    key = (depth_bits << _ROW_BITS) | rows
-    return key.masked_fill_(~inside, _EMPTY_KEY)
+    above the triangle's row; the empty key where not ``inside`` (default: ``|z| <= 1``).
+    Overwrites ``z``."""
+    if inside is None:
+        inside = z.abs() <= 1.0
+    key = z.add_(1.0).mul_(0.5).clamp_(0.0, 1.0).view(torch.int32).long()
+    key.bitwise_left_shift_(_ROW_BITS).bitwise_or_(rows)
+    if not bool(inside.all()):
+        key.masked_fill_(~inside, _EMPTY_KEY)
+    return key
 
 
 def _rasterize_chunk(table, count, base, rows, zbuf, width):
@@ -360,7 +365,7 @@ def _rasterize_stamps(table, rows, base, kw, kh, zbuf, width, max_pairs):
             continue
         z = torch.addcmul(t[10].index_select(0, tri), t[11].index_select(0, tri), dx.view(-1).index_select(0, slot))
         z.addcmul_(t[12].index_select(0, tri), dy.view(-1).index_select(0, slot))
-        key = _pack_keys(z, rows[lo:lo + step].index_select(0, tri), z.abs() <= 1.0)
+        key = _pack_keys(z, rows[lo:lo + step].index_select(0, tri))
         pix = base[lo:lo + step].index_select(0, tri).add_(offset.index_select(0, slot))
         zbuf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
 
@@ -476,9 +481,9 @@ def _resolve(zbuf, setup: _FaceSetup, width) -> _Visible:
                       torch.searchsorted(setup.large, row.index_select(0, large)))
         for k in range(3):
             e[k].index_copy_(0, large, exact[k].float())
-    total = (e[0] + e[1]) + e[2]
+    total = (e[0] + e[1]).add_(e[2])
     u = [e[k].mul_(setup.inv_w[k].index_select(0, row)) for k in range(3)]  # e / w
-    inv = ((u[0] + u[1]) + u[2]).reciprocal_()
+    inv = (u[0] + u[1]).add_(u[2]).reciprocal_()
     bary = [v.mul_(inv) for v in u]
     return _Visible(pix, setup.face.index_select(0, row), bary, total.mul_(inv))
 

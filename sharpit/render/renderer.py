@@ -180,11 +180,10 @@ def _keys_pair_up(key: torch.Tensor) -> bool:
     return bool((key[:, 0] & 1).eq_(0).all()) and torch.equal(key[:, 1], key[:, 0] + 1)
 
 
-def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBatch, workers: int = 1) -> bool:
+def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBatch) -> bool:
     """True when back-face culling cannot change the image: the mesh is closed and consistently
     wound outward (every directed edge has exactly one reverse twin, positive signed volume) and
-    every camera is outside its bounding sphere. ``workers`` > 1 sorts the edges in that many
-    parts in parallel threads."""
+    every camera is outside its bounding sphere."""
     lo, hi = vertices.min(0).values, vertices.max(0).values
     centre = (lo + hi) / 2.0
     radius = (vertices - centre).norm(dim=-1).max()
@@ -202,17 +201,9 @@ def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBa
         a, b = a[~loop], b[~loop]
     # One key per directed edge: the undirected edge u above its direction bit. Closed and
     # consistently wound <=> the sorted keys pair up as (2u, 2u + 1): each undirected edge once
-    # in each direction. Twins share u, so the keys can be split by u and sorted in parts.
-    n = vertices.shape[0]
-    low = torch.minimum(a, b)
-    key = low.mul(n).add_(torch.maximum(a, b)).mul_(2).add_(a > b)
-    if workers > 1 and key.numel() >= 1 << 16:
-        cuts = [n * i // workers for i in range(1, workers)]
-        part = torch.bucketize(low, torch.tensor(cuts, device=low.device), right=True)
-        parts = [key[part == i] for i in range(workers)]
-        if not all(_thread_pool(workers).map(_keys_pair_up, parts)):
-            return False
-    elif not _keys_pair_up(key):
+    # in each direction.
+    key = torch.minimum(a, b).mul_(vertices.shape[0]).add_(torch.maximum(a, b)).mul_(2).add_(a > b)
+    if not _keys_pair_up(key):
         return False
     tri = vertices.double().index_select(0, faces.reshape(-1)).view(-1, 3, 3)
     return float((tri[:, 0] * torch.linalg.cross(tri[:, 1], tri[:, 2])).sum()) > 0
@@ -282,18 +273,19 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
     bg = _background(background, dev)
     cams = (cameras if cameras is not None else zero123plus_cameras()).to(dev)
     n, s = len(cams), size * supersample
+    pixels = s * s
     verts, faces = mesh.vertices, mesh.faces
 
     near, far = _depth_range(verts, cams)
     proj = cams.full_projection(near, far).to(verts.dtype)
     clip = torch.einsum("nij,vj->nvi", proj, torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1))
-    pixels = s * s
-    chunks = _view_chunks(n, pixels, dev) if raster is rasterize else [(0, n)]
     if cull_backfaces is None:
-        cull_backfaces = _safe_to_cull(verts, faces, cams, workers=len(chunks))
+        cull_backfaces = _safe_to_cull(verts, faces, cams)
     cull_backfaces = bool(cull_backfaces)
+    chunks = _view_chunks(n, pixels, dev) if raster is rasterize else [(0, n)]
 
-    corners = [faces[:, k].contiguous() for k in range(3)]
+    index = torch.int32 if verts.shape[0] < 2**31 else torch.int64  # gathers take either
+    corners = [faces[:, k].to(index) for k in range(3)]
     # Per-vertex colour attributes, one row per channel: uv or colour (none for constant grey).
     colour = mesh.uvs if mesh.has_texture else mesh.vertex_colors
     colour = None if colour is None else colour.float().T.contiguous()
@@ -354,7 +346,7 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
             write_channels(nrm[lo:hi].view(-1), target, normals)
         else:
             deferred.append((lo, hi, visible))
-        write_channels(images[lo:hi].view(-1), target, [a.clamp(0, 1) for a in albedo])
+        write_channels(images[lo:hi].view(-1), target, [a.clamp_(0, 1) for a in albedo])
         alpha[lo:hi].view(-1).index_fill_(0, pix, 1.0)
         depth[lo:hi].view(-1).index_copy_(0, pix, visible.depth)
 
@@ -368,7 +360,19 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
         if len(chunks) == 1:
             run(0, n)
         else:
-            for future in [_thread_pool(len(chunks)).submit(run, lo, hi) for lo, hi in chunks]:
+            threads = torch.get_num_threads()
+            per_chunk = max(1, threads // len(chunks))
+
+            def run_in_worker(lo: int, hi: int) -> None:
+                # Each worker's operations on as many threads as it has cores to itself (the
+                # setting is per thread for OpenMP; restored for the pool's next task).
+                torch.set_num_threads(per_chunk)
+                try:
+                    run(lo, hi)
+                finally:
+                    torch.set_num_threads(threads)
+
+            for future in [_thread_pool(len(chunks)).submit(run_in_worker, lo, hi) for lo, hi in chunks]:
                 future.result()
     else:
         shade(0, n, _Visible.from_fragments(raster(clip, faces, s, s, cull_backfaces=cull_backfaces)))
