@@ -161,11 +161,18 @@ def _check_args(mesh, cameras, size, supersample, shading) -> None:
         raise InputError(f"unknown shading {shading!r}; expected one of {SHADING_MODES}")
 
 
-def _depth_range(vertices: torch.Tensor, cameras: CameraBatch) -> Tuple[float, float]:
-    """Near and far planes enclosing the mesh's bounding sphere for every camera."""
-    lo, hi = vertices.min(0).values, vertices.max(0).values
-    centre = (lo + hi) / 2.0
-    radius = float((vertices - centre).norm(dim=-1).max()) * 1.05 + 1e-6
+def _bounding_sphere(vertices: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Centre of the bounding box and the largest distance of a vertex from it."""
+    centre = (vertices.min(0).values + vertices.max(0).values) / 2.0
+    return centre, (vertices - centre).norm(dim=-1).max()
+
+
+def _depth_range(vertices: torch.Tensor, cameras: CameraBatch,
+                 sphere: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Tuple[float, float]:
+    """Near and far planes enclosing the mesh's bounding sphere (``_bounding_sphere``) for every
+    camera."""
+    centre, radius = _bounding_sphere(vertices) if sphere is None else sphere
+    radius = float(radius) * 1.05 + 1e-6
     d = -cameras.world_to_camera(centre[None])[:, 0, 2]
     near = max(float(d.min()) - radius, 1e-4 * (float(d.max()) + radius))
     far = float(d.max()) + radius
@@ -180,13 +187,12 @@ def _keys_pair_up(key: torch.Tensor) -> bool:
     return bool((key[:, 0] & 1).eq_(0).all()) and torch.equal(key[:, 1], key[:, 0] + 1)
 
 
-def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBatch) -> bool:
+def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBatch,
+                  sphere: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> bool:
     """True when back-face culling cannot change the image: the mesh is closed and consistently
     wound outward (every directed edge has exactly one reverse twin, positive signed volume) and
-    every camera is outside its bounding sphere."""
-    lo, hi = vertices.min(0).values, vertices.max(0).values
-    centre = (lo + hi) / 2.0
-    radius = (vertices - centre).norm(dim=-1).max()
+    every camera is outside its bounding sphere (``_bounding_sphere``)."""
+    centre, radius = _bounding_sphere(vertices) if sphere is None else sphere
     if not bool(((cameras.position - centre).norm(dim=-1) > radius).all()):
         return False
     faces = faces.long()
@@ -276,11 +282,12 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
     pixels = s * s
     verts, faces = mesh.vertices, mesh.faces
 
-    near, far = _depth_range(verts, cams)
+    sphere = _bounding_sphere(verts)
+    near, far = _depth_range(verts, cams, sphere)
     proj = cams.full_projection(near, far).to(verts.dtype)
     clip = torch.einsum("nij,vj->nvi", proj, torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1))
     if cull_backfaces is None:
-        cull_backfaces = _safe_to_cull(verts, faces, cams)
+        cull_backfaces = _safe_to_cull(verts, faces, cams, sphere)
     cull_backfaces = bool(cull_backfaces)
     chunks = _view_chunks(n, pixels, dev) if raster is rasterize else [(0, n)]
 
