@@ -298,12 +298,13 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
     colour = None if colour is None else colour.float().T.contiguous()
     lit = shading == "lambertian"
     vertex_nrm = [None]
-    # Channels-first outputs; the covered pixels of each view are written in place.
+    # Channels-first outputs; each chunk of views fills its part (background, then the covered
+    # pixels) in place.
     images = torch.empty(n, 3, pixels, device=dev)
-    images.copy_((bg.view(1, 3, 1) if supersample == 1 else torch.zeros(1, 3, 1, device=dev)).expand_as(images))
-    alpha = torch.zeros(n, 1, pixels, device=dev)
-    depth = torch.zeros(n, 1, pixels, device=dev)
-    nrm = torch.zeros(n, 3, pixels, device=dev) if lit else None  # else made when first read
+    fill = (bg.view(1, 3, 1) if supersample == 1 else torch.zeros(1, 3, 1, device=dev))
+    alpha = torch.empty(n, 1, pixels, device=dev)
+    depth = torch.empty(n, 1, pixels, device=dev)
+    nrm = torch.empty(n, 3, pixels, device=dev) if lit else None  # else made when first read
     deferred: List[Tuple[int, int, _Visible]] = []  # the chunks whose normals wait for a read
 
     def surface_normals(visible: _Visible, vid: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -334,6 +335,9 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
         return vid, view, (view * (2 * pixels)).add_(visible.pix)
 
     def shade(lo: int, hi: int, visible: _Visible) -> None:
+        images[lo:hi].copy_(fill.expand_as(images[lo:hi]))
+        for out in (alpha, depth) + ((nrm,) if lit else ()):
+            out[lo:hi].zero_()
         pix, bary = visible.pix, visible.bary
         vid, view, target = locate(visible)
         if mesh.has_texture:
