@@ -64,14 +64,14 @@ class _Baseline:
 
     name = "baseline"
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, **kwargs):
         import sharpit
 
-        self.size = size
+        self.size, self.kwargs = size, kwargs
         self.device = f"sharpit {sharpit.__version__} `render_views` from {os.path.dirname(os.path.dirname(sharpit.__file__))}"
 
     def render(self, mesh, cameras):
-        out = render_views(mesh, cameras, size=self.size)
+        out = render_views(mesh, cameras, size=self.size, **self.kwargs)
         return out.images, out.alpha[:, 0] > 0
 
     def release(self) -> None:
@@ -81,22 +81,19 @@ class _Baseline:
 def _worker(name: str, args) -> None:
     """A renderer in its own process: answers each "run" line on stdin with its time in seconds."""
     torch.set_num_threads(args.threads)
+    mesh, cameras = _mesh(args.faces), zero123plus_cameras()
     if name == "baseline":
-        renderer_cls = _Baseline
+        renderer = _Baseline(args.size, **_render_kwargs(args))
+        renderer.render(mesh, cameras)
+        print(json.dumps({"device": renderer.device}), flush=True)
     else:
         from sharpit.render import gl_reference
 
-        renderer_cls = gl_reference.PEERS[name]
-        if not renderer_cls.available():
+        if not gl_reference.PEERS[name].available():
             print(json.dumps({"error": f"{name} is not available here"}), flush=True)
             return
-    mesh, cameras = _mesh(args.faces), zero123plus_cameras()
-    renderer = renderer_cls(args.size)
-    images, masks = renderer.render(mesh, cameras)
-    if name == "baseline":
-        reference = None
-        print(json.dumps({"device": renderer.device}), flush=True)
-    else:
+        renderer = gl_reference.PEERS[name](args.size)
+        images, masks = renderer.render(mesh, cameras)
         reference = render_views(mesh, cameras, size=args.size)
         print(json.dumps({"device": renderer.device, **_agreement(images, masks, reference)}), flush=True)
     for line in sys.stdin:
@@ -108,10 +105,18 @@ def _worker(name: str, args) -> None:
     renderer.release()
 
 
+def _render_kwargs(args) -> dict:
+    """render_views' settings from the command line (its defaults unless given)."""
+    return dict(shading=args.shading, supersample=args.supersample,
+                cull_backfaces=True if args.cull_backfaces else False if args.no_cull_backfaces else None)
+
+
 class _Peer:
     def __init__(self, name: str, args, source: str = None):
         command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--size", str(args.size),
-                   "--faces", str(args.faces), "--threads", str(args.threads)]
+                   "--faces", str(args.faces), "--threads", str(args.threads), "--shading", args.shading,
+                   "--supersample", str(args.supersample)]
+        command += ["--cull-backfaces"] if args.cull_backfaces else ["--no-cull-backfaces"] if args.no_cull_backfaces else []
         env = dict(os.environ)
         if source:  # import sharpit from that checkout
             env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(source)] + env.get("PYTHONPATH", "").split(os.pathsep))
@@ -163,8 +168,9 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     mesh = _mesh(args.faces).to(device)
     cameras = zero123plus_cameras().to(device)
-    kwargs = dict(size=args.size, shading=args.shading, supersample=args.supersample,
-                  cull_backfaces=True if args.cull_backfaces else False if args.no_cull_backfaces else None)
+    kwargs = dict(size=args.size, **_render_kwargs(args))
+    if args.peers and (args.shading != "unlit" or args.supersample != 1):
+        print("<!-- the OpenGL peers draw unlit vertex colours, one sample per pixel, whatever the options -->")
 
     def sharpit_run() -> float:
         sync(device)
