@@ -31,6 +31,7 @@ outputs are not differentiable with respect to vertex positions (attributes inte
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -340,31 +341,36 @@ def _rasterize_chunk(table, count, base, rows, zbuf, width):
     zbuf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _stamp_slots(kw: int, kh: int, width: int, device: torch.device):
+    """Offsets of the slots of a ``kw x kh`` stamp: (slots, 1) float32 dx and dy, and the flat
+    pixel offset (slots,) int64 in an image ``width`` wide."""
+    dx = torch.arange(kw, device=device, dtype=torch.float32).repeat(kh)
+    dy = torch.arange(kh, device=device, dtype=torch.float32).repeat_interleave(kw)
+    return dx[:, None], dy[:, None], dy.long() * width + dx.long()
+
+
 def _rasterize_stamps(table, rows, base, kw, kh, zbuf, width, max_pairs):
     """Fixed ``kw x kh`` footprint for triangles whose (on-screen) bounding box fits in it.
 
     Every slot of the stamp is evaluated for all the triangles at once, laid out slot-major
     ``(slots, K)`` so that each operation runs along the contiguous triangle axis; the depth and
-    the keys only for the centres inside. ``table`` is a list of 13 (K,) float32 rows, exact for
-    these triangles (at most ``_SMALL_EXTENT_PX`` across).
+    the keys only for the centres inside. ``table`` is a (12, K) float32 tensor with the rows
+    ``[C0..C2, A0..A2, B0..B2, Z0, Zx, Zy]`` of ``_FaceSetup.table32``, exact for these triangles
+    (at most ``_SMALL_EXTENT_PX`` across).
     """
-    dev = zbuf.device
+    dx, dy, offset = _stamp_slots(kw, kh, width, zbuf.device)
     slots = kw * kh
-    dx = torch.arange(kw, device=dev, dtype=torch.float32).repeat(kh)[:, None]  # (slots, 1)
-    dy = torch.arange(kh, device=dev, dtype=torch.float32).repeat_interleave(kw)[:, None]
-    offset = dy.view(-1).long() * width + dx.view(-1).long()
     step = max(1, max_pairs // slots)
-    for lo in range(0, table[0].shape[0], step):
-        t = [r[lo:lo + step] for r in table]
-        e = None
-        for k in range(3):  # exact integers
-            ek = torch.addcmul(t[1 + k], t[4 + k], dx).addcmul_(t[7 + k], dy)
-            e = ek if e is None else torch.minimum(e, ek, out=e)
+    for lo in range(0, table.shape[1], step):
+        t = table if table.shape[1] <= step else table[:, lo:lo + step]
+        # The three edge functions at every slot, exact integers, and their minimum.
+        e = torch.addcmul(t[0:3, None], t[3:6, None], dx).addcmul_(t[6:9, None], dy).amin(0)
         slot, tri = (e >= 0).nonzero(as_tuple=True)
         if tri.numel() == 0:
             continue
-        z = torch.addcmul(t[10].index_select(0, tri), t[11].index_select(0, tri), dx.view(-1).index_select(0, slot))
-        z.addcmul_(t[12].index_select(0, tri), dy.view(-1).index_select(0, slot))
+        z = torch.addcmul(t[9].index_select(0, tri), t[10].index_select(0, tri), dx.view(-1).index_select(0, slot))
+        z.addcmul_(t[11].index_select(0, tri), dy.view(-1).index_select(0, slot))
         key = _pack_keys(z, rows[lo:lo + step].index_select(0, tri))
         pix = base[lo:lo + step].index_select(0, tri).add_(offset.index_select(0, slot))
         zbuf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
@@ -408,13 +414,15 @@ def _zbuffer(setup: _FaceSetup, n_views: int, height: int, width: int, max_pairs
         cls = (cx * n_sides + cy).index_select(0, stamp_rows).to(torch.uint8)
         stamp_rows = stamp_rows.index_select(0, torch.argsort(cls, stable=True))  # a radix sort of bytes
         counts = torch.bincount(cls, minlength=n_sides * n_sides).tolist()
-        table32 = [r.index_select(0, stamp_rows) for r in setup.table32]
+        table = torch.empty(12, stamp_rows.shape[0], device=zbuf.device)
+        for r in range(12):
+            torch.index_select(setup.table32[1 + r], 0, stamp_rows, out=table[r])
         base = setup.base.index_select(0, stamp_rows)
         lo = 0
         for c, count in enumerate(counts):
             if count:
                 hi = lo + count
-                _rasterize_stamps([r[lo:hi] for r in table32], stamp_rows[lo:hi], base[lo:hi],
+                _rasterize_stamps(table[:, lo:hi], stamp_rows[lo:hi], base[lo:hi],
                                   _STAMP_SIDES[c // n_sides], _STAMP_SIDES[c % n_sides], zbuf, width, max_pairs)
                 lo = hi
     # The rest: one candidate per pixel centre of the bounding box.
