@@ -263,10 +263,7 @@ def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], **f
     from sharpit.options import TINY_OPTIONS, GenerationOptions
 
     base = TINY_OPTIONS if args.tiny else GenerationOptions.from_dict(_saved_defaults(args.pipeline))
-    recorded = base.replace(**overrides).to_dict()
-    if not recorded["textured"]:
-        recorded.update(texture_size=None, face_budget=None, uv_layout=None, texture_source=None)
-    return {**recorded, **fixed}
+    return {**base.replace(**overrides).recorded(), **fixed}
 
 
 def _saved_defaults(pipeline: Optional[str]) -> Optional[Dict[str, Any]]:

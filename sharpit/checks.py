@@ -92,28 +92,24 @@ def check_output_dir(path, flag: str) -> Path:
 
 def check_input_dir(path, flag: str, what: str, hint: str = "") -> Path:
     """``path`` must be an existing folder (``what`` names it in the message, ``hint`` says how to make one)."""
-    text = os.fspath(path)
-    if not text.strip():
-        raise InputError(f"{flag} is empty; give the {what}")
-    folder = Path(text)
-    if not folder.exists():
-        raise AssetNotFoundError(folder, f"{what} not found ({flag}){hint}")
-    if not folder.is_dir():
-        raise InputError(f"{folder}: {flag} is a file; it takes the {what}")
-    return folder
+    return _check_input(path, flag, what, folder=True, hint=hint)
 
 
 def check_input_file(path, flag: str, what: str) -> Path:
     """``path`` must be an existing file."""
+    return _check_input(path, flag, what, folder=False)
+
+
+def _check_input(path, flag: str, what: str, folder: bool, hint: str = "") -> Path:
     text = os.fspath(path)
     if not text.strip():
         raise InputError(f"{flag} is empty; give the {what}")
-    file = Path(text)
-    if not file.exists():
-        raise AssetNotFoundError(file, f"{what} not found ({flag})")
-    if not file.is_file():
-        raise InputError(f"{file}: {flag} is a folder; it takes the {what}")
-    return file
+    found = Path(text)
+    if not found.exists():
+        raise AssetNotFoundError(found, f"{what} not found ({flag}){hint}")
+    if found.is_dir() != folder:
+        raise InputError(f"{found}: {flag} is a {'file' if folder else 'folder'}; it takes the {what}")
+    return found
 
 
 def hub_reachable(timeout: float = 1.5) -> bool:

@@ -81,7 +81,7 @@ def marching_cubes(volume: torch.Tensor, level: float, lo: float = -1.0, hi: flo
         method: "skimage" copies the volume to the CPU and runs scikit-image; "torch" runs the
             vectorised PyTorch version where the volume is; "auto" (default) picks "torch" for a
             CUDA volume (no device-to-host copy of R^3 values, no return trip of the mesh) and
-            "skimage" on the CPU, where it is the faster one (0.59 s vs 3.5 s at 256^3 on a
+            "skimage" on the CPU, where it is the faster one (0.39 s vs 2.1 s at 256^3 on a
             2-core CPU, ``benchmarks/RESULTS.md``). Both give the same surface; they can
             triangulate ambiguous cells differently.
     Returns:

@@ -129,10 +129,9 @@ def marching_cubes_torch(volume: torch.Tensor, level: float) -> Tuple[torch.Tens
     cell_of_tri = cells[:, None, :].expand(-1, table.shape[1], -1)[valid]   # (F, 3)
     local = tris[valid]                                       # (F, 3)
     # global edge id: axis * R^3-ish block + the edge's lower grid node
-    edges = torch.tensor(CUBE_EDGES, device=vol.device)      # (12, 2) corners
-    lower = edges[:, 0]
+    lower = torch.tensor([a for a, _ in CUBE_EDGES], device=vol.device)     # (12,) each edge's lower corner
     offsets = torch.stack([lower & 1, lower >> 1 & 1, lower >> 2 & 1], -1)   # (12, 3)
-    axis = torch.log2((edges[:, 1] - edges[:, 0]).float()).round().long()   # (12,)
+    axis = torch.arange(12, device=vol.device) // 4                         # CUBE_EDGES is ordered by axis
     nodes = cell_of_tri[:, None, :] + offsets[local]          # (F, 3 vertices, 3) lower node of each edge
     node_id = (nodes[..., 0] * r1 + nodes[..., 1]) * r2 + nodes[..., 2]
     edge_id = axis[local] * (r0 * r1 * r2) + node_id          # (F, 3)

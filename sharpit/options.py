@@ -32,6 +32,8 @@ DEFAULT_FACE_BUDGET = 20000
 UV_LAYOUTS = ("pairs", "xatlas")
 #: Where baked texture colours come from (see :class:`GenerationOptions`).
 TEXTURE_SOURCES = ("views", "field")
+#: Options that only act with ``textured=True``.
+_TEXTURE_ONLY = ("texture_size", "face_budget", "uv_layout", "texture_source")
 
 
 class OptionError(InputError):
@@ -142,6 +144,14 @@ class GenerationOptions:
         """JSON-serialisable form (``coarse_render`` as a dict), as saved and recorded in metadata."""
         data = dataclasses.asdict(self)
         data["coarse_render"] = self.coarse_render.to_dict()
+        return data
+
+    def recorded(self) -> Dict[str, Any]:
+        """What a result records in its metadata (``parameters``): :meth:`to_dict`, with the
+        texture-only settings None when ``textured`` is off (they did not act)."""
+        data = self.to_dict()
+        if not self.textured:
+            data.update({name: None for name in _TEXTURE_ONLY})
         return data
 
     @classmethod

@@ -35,7 +35,6 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .cameras import zero123plus_cameras
-from .coarse.render_options import CoarseRenderOptions
 from .errors import AssetNotFoundError, ConfigError, InputError
 from .formats import LATENT_SUFFIXES
 from .grid import tensor_to_pil
@@ -216,9 +215,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
         """
         name = os.fspath(pretrained_model_name_or_path)
         with load_errors(name, "Sharp-It 3D pipeline"):
-            pipe = super().from_pretrained(name, **kwargs)
-        pipe._keep_renderer_fp32()
-        return pipe
+            return super().from_pretrained(name, **kwargs)   # __init__ keeps the renderer float32
 
     @classmethod
     def from_released(cls, shap_e: Optional[str] = DEFAULT_MODELS["shap_e"],
@@ -418,10 +415,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
                                                   texture_source=options.texture_source)
         self.maybe_free_model_hooks()
         timings["total"] = sum(timings.values())
-        recorded = options.to_dict()
-        if not options.textured:
-            recorded.update(texture_size=None, face_budget=None, uv_layout=None, texture_source=None)
-        params.update(recorded)
+        params.update(options.recorded())
         return SharpIt3DPipelineOutput(
             prompt=prompt, mesh=mesh.to("cpu").transformed(transform),
             coarse_mesh=coarse_mesh.to("cpu").transformed(transform),

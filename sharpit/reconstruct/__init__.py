@@ -7,6 +7,7 @@ loads InstantMesh's released NeRF checkpoints unchanged.
 >>> frames = model.render_novel_views(grid_image); write_video(frames, "turntable.mp4")
 """
 
+from ..lazy import lazy_exports
 from .config import MESH_RESOLUTION, MESH_THRESHOLD, TRIPLANE_TO_SHARPIT_SCALE, VARIANTS, variant_config
 
 __all__ = [
@@ -38,15 +39,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -105,6 +105,11 @@ def unwrap_uv(mesh: Mesh, texture_size: int = 1024):
             torch.from_numpy(uvs.astype(np.float32)))
 
 
+def _pair_grid_side(num_faces: int) -> int:
+    """Cells per side of the "pairs" atlas: the smallest square grid with a cell per two faces."""
+    return max(1, math.ceil(math.sqrt(math.ceil(num_faces / 2))))
+
+
 def pair_layout(num_faces: int, texture_size: int):
     """The "pairs" atlas: face ``2i`` and ``2i + 1`` share square cell ``i`` of a ``k x k`` grid.
 
@@ -114,7 +119,7 @@ def pair_layout(num_faces: int, texture_size: int):
     Raises:
         InputError: ``texture_size`` too small for ``num_faces`` (cells under 4 texels).
     """
-    k = max(1, math.ceil(math.sqrt(math.ceil(num_faces / 2))))
+    k = _pair_grid_side(num_faces)
     cell = texture_size // k
     if cell < 4:
         raise InputError(f"a {texture_size}^2 texture is too small for {num_faces} faces in the 'pairs' layout "
@@ -135,7 +140,7 @@ def _bake_pairs(mesh: Mesh, color_fn: Optional[ColorFn], texture_size: int, chun
     vertex colours). Returns ``(uvs (F, 3, 2), texture (T, T, 3), covered (T, T))``."""
     dev, n = mesh.device, mesh.num_faces
     uvs, cell, legs = pair_layout(n, texture_size)
-    k = max(1, math.ceil(math.sqrt(math.ceil(n / 2))))
+    k = _pair_grid_side(n)
     centres = torch.arange(texture_size, device=dev, dtype=torch.float32) + 0.5
     x, y = centres[None, :].expand(texture_size, -1), centres[:, None].expand(-1, texture_size)   # y up
     cx, cy = (x // cell).long(), (y // cell).long()

@@ -6,6 +6,10 @@ stock Zero123++ through ``SharpItRefinePipeline.from_zero123plus(base, unet=None
 :mod:`sharpit.refine.conditioning`, reference attention, and :func:`init_unet_from_zero123plus`.
 """
 
+import importlib
+
+from ..lazy import lazy_exports
+
 __all__ = [
     "SharpItRefinePipeline", "SharpItRefinePipelineOutput", "coerce_condition", "coerce_condition_images",
     "DEFAULT_NULL_CONDITION", "ZERO123PLUS_BACKGROUND",
@@ -71,21 +75,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    from .pipeline import DEPRECATED_NAMES
-
-    if name in DEPRECATED_NAMES:   # old names of the first release: warn, then the new class
-        from . import pipeline
-
+def _deprecated(name: str):
+    """Old names of the first release (``SharpItPipeline``, ...): warn, then the new class."""
+    pipeline = importlib.import_module(".pipeline", __name__)
+    if name in pipeline.DEPRECATED_NAMES:
         return pipeline.__getattr__(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals(), fallback=_deprecated)
