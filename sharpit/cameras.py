@@ -39,6 +39,7 @@ __all__ = [
     "look_at_c2w",
     "orbit_cameras",
     "zero123plus_cameras",
+    "rotated_zero123plus_cameras",
     "instantmesh_input_cameras",
     "turntable_cameras",
     "default_distance",
@@ -342,6 +343,25 @@ def zero123plus_cameras(version: str = "v1.2", distance: Optional[float] = None)
     if distance is None:
         distance = default_distance(pose["fov_deg"])
     return orbit_cameras(pose["azimuth_deg"], pose["elevation_deg"], distance, pose["fov_deg"])
+
+
+def rotated_zero123plus_cameras(azimuth_offset_deg: float, version: str = "v1.2",
+                                distance: Optional[float] = None) -> CameraBatch:
+    """The six Zero123++ cameras with the whole rig turned by ``azimuth_offset_deg`` about +z.
+
+    Zero123++'s azimuths are relative to its input view, whose azimuth is arbitrary, so a rig
+    turned about the up axis is still a rig the multi-view model knows: same elevations, same
+    relative azimuths, same grid order (view ``i`` at azimuth ``ZERO123PLUS_POSES[...][i] +
+    offset``). MVDream samples its multi-view cameras this way (a random azimuth for the first
+    view, fixed offsets for the others). The rig maps onto itself (views permuted) every 120
+    degrees; 0 gives :func:`zero123plus_cameras`.
+    """
+    if not math.isfinite(float(azimuth_offset_deg)):
+        raise InputError(f"azimuth_offset_deg must be finite, got {azimuth_offset_deg!r}")
+    base = zero123plus_cameras(version, distance)
+    pose = ZERO123PLUS_POSES[version]
+    azimuths = [a + float(azimuth_offset_deg) for a in pose["azimuth_deg"]]
+    return orbit_cameras(azimuths, pose["elevation_deg"], base.distance, pose["fov_deg"])
 
 
 def instantmesh_input_cameras(radius: float = INSTANTMESH_CAMERA_RADIUS) -> CameraBatch:

@@ -215,6 +215,19 @@ def _safe_to_cull(vertices: torch.Tensor, faces: torch.Tensor, cameras: CameraBa
     return float((tri[:, 0] * torch.linalg.cross(tri[:, 1], tri[:, 2])).sum()) > 0
 
 
+def _clip_vertices(verts: torch.Tensor, faces: torch.Tensor, cams: CameraBatch,
+                   cull_backfaces: Optional[bool]) -> Tuple[torch.Tensor, bool]:
+    """(N, V, 4) clip-space vertices for ``cams`` (near/far planes from :func:`_depth_range`) and
+    whether to cull back faces (``None``: only when :func:`_safe_to_cull` says it cannot matter)."""
+    sphere = _bounding_sphere(verts)
+    near, far = _depth_range(verts, cams, sphere)
+    proj = cams.full_projection(near, far).to(verts.dtype)
+    clip = torch.einsum("nij,vj->nvi", proj, torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1))
+    if cull_backfaces is None:
+        cull_backfaces = _safe_to_cull(verts, faces, cams, sphere)
+    return clip, bool(cull_backfaces)
+
+
 #: CPU renders of at least this many pixels (views x height x width) split their views across
 #: ``torch.get_num_threads()`` threads, each rasterising and shading its own views (the images
 #: are the same; whole views in parallel scale better than each operation's own threads).
@@ -282,13 +295,7 @@ def render_views(mesh: Mesh, cameras: Optional[CameraBatch] = None, size: int = 
     pixels = s * s
     verts, faces = mesh.vertices, mesh.faces
 
-    sphere = _bounding_sphere(verts)
-    near, far = _depth_range(verts, cams, sphere)
-    proj = cams.full_projection(near, far).to(verts.dtype)
-    clip = torch.einsum("nij,vj->nvi", proj, torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1))
-    if cull_backfaces is None:
-        cull_backfaces = _safe_to_cull(verts, faces, cams, sphere)
-    cull_backfaces = bool(cull_backfaces)
+    clip, cull_backfaces = _clip_vertices(verts, faces, cams, cull_backfaces)
     chunks = _view_chunks(n, pixels, dev) if raster is rasterize else [(0, n)]
 
     index = torch.int32 if verts.shape[0] < 2**31 else torch.int64  # gathers take either
