@@ -1,4 +1,5 @@
-"""Shap-E's official sampler: Karras sigmas, Heun steps, and the Gaussian-diffusion clock.
+"""Shap-E's official sampler: Karras sigmas, Heun steps, and the Gaussian-diffusion clock; and the
+prior's own DDPM, respaced (:class:`RespacedDDPM`, used by :mod:`sharpit.coarse.inversion`).
 
 The released text-to-3D prior (``openai/shap-e``, ``text_cond.pt``) was trained as a discrete
 Gaussian diffusion (1024 steps, "exp" schedule, clean-latent prediction) and is sampled by the
@@ -33,7 +34,7 @@ import torch
 from ..errors import ConfigError, InputError
 
 __all__ = ["OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX", "KARRAS_RHO", "karras_sigmas", "ShapEDiffusionClock",
-           "heun_sample"]
+           "heun_sample", "respaced_timesteps", "RespacedDDPM"]
 
 #: The official Shap-E Karras sampler's noise range (``shap_e/diffusion/sample.py``'s defaults,
 #: used by every official example).
@@ -131,3 +132,89 @@ def heun_sample(denoise: Callable[[torch.Tensor, int], torch.Tensor], x: torch.T
             d_2 = (x_2 - denoise(x_2, i + 1)) / sigmas[i + 1]
             x = x + (d + d_2) / 2 * dt
     return x
+
+
+def respaced_timesteps(num_train_timesteps: int, steps: int) -> np.ndarray:
+    """The (steps,) increasing training timesteps a ``steps``-step DDPM keeps of a ``num_train_timesteps``
+    diffusion: Shap-E's own respacing rule (``gaussian_diffusion.space_timesteps(T, str(steps))``,
+    one section): ``round(k * (T - 1) / (steps - 1))`` accumulated as a float stride, so the first
+    step is t = 0 and the last t = T - 1 (128 of 1024: 0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 81, ...).
+
+    Raises:
+        InputError: ``steps`` < 1 or more than ``num_train_timesteps``.
+    """
+    total, steps = int(num_train_timesteps), int(steps)
+    if not 1 <= steps <= total:
+        raise InputError(f"a DDPM over {total} training steps can take 1 to {total} steps, got {steps}")
+    stride = 1.0 if steps == 1 else (total - 1) / (steps - 1)
+    kept, position = [], 0.0
+    for _ in range(steps):
+        kept.append(round(position))
+        position += stride
+    return np.asarray(kept, dtype=np.int64)
+
+
+class RespacedDDPM:
+    """Shap-E's training diffusion respaced to ``steps`` DDPM steps (official ``SpacedDiffusion``).
+
+    Step k (0 .. steps-1) sits at training timestep ``timesteps[k]`` (the integer the prior is
+    called with; :func:`respaced_timesteps`). The respaced betas are
+    ``beta_k = 1 - abar[t_k] / abar[t_{k-1}]`` (``abar[t_{-1}] = 1``), from which, as in
+    ``GaussianDiffusion``, in float64 and then cast to float32 where they meet a tensor:
+
+    * posterior mean of q(x_{k-1} | x_k, x0) = ``mean_coef_x0[k] * x0 + mean_coef_xt[k] * x_k``;
+    * posterior ("fixed small") variance ``beta_k (1 - abar_prev) / (1 - abar_k)``, 0 at k = 0, and its
+      log clipped at k = 0 to the value of k = 1 (``posterior_log_variance_clipped``);
+    * ``log_betas`` (the upper end of the prior's learned "learned_range" variance).
+
+    Step 0 (t = 0) goes to the clean sample: its ``abar_prev`` is 1, so its mean is the clean-sample
+    prediction itself and its variance is 0 (official ``p_sample`` adds no noise there).
+
+    Args:
+        clock: the training diffusion (:class:`ShapEDiffusionClock`).
+        steps: number of DDPM steps (SPEC section 7: 128 for editing).
+    """
+
+    def __init__(self, clock: ShapEDiffusionClock, steps: int):
+        if isinstance(steps, bool) or int(steps) != steps or int(steps) < 2:
+            raise InputError(f"a DDPM needs at least 2 steps, got {steps!r}")
+        self.num_train_timesteps = clock.num_train_timesteps
+        kept = respaced_timesteps(clock.num_train_timesteps, steps)
+        abar = clock.alphas_cumprod[kept]
+        abar_prev = np.append(1.0, abar[:-1])
+        betas = 1.0 - abar / abar_prev
+        variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+        as32 = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64)).float()  # noqa: E731
+        self.timesteps = torch.from_numpy(kept)
+        self.alphas_cumprod = as32(abar)
+        self.sqrt_alphas_cumprod = as32(np.sqrt(abar))
+        self.sqrt_one_minus_alphas_cumprod = as32(np.sqrt(1.0 - abar))
+        self.mean_coef_x0 = as32(betas * np.sqrt(abar_prev) / (1.0 - abar))
+        self.mean_coef_xt = as32((1.0 - abar_prev) * np.sqrt(1.0 - betas) / (1.0 - abar))
+        self.posterior_variance = as32(variance)
+        self.posterior_log_variance_clipped = as32(np.log(np.append(variance[1], variance[1:])))
+        self.log_betas = as32(np.log(betas))
+
+    @property
+    def steps(self) -> int:
+        """The number of DDPM steps."""
+        return len(self.timesteps)
+
+    def std(self, k: int, variance_values: "torch.Tensor | None" = None) -> torch.Tensor:
+        """Standard deviation of step ``k``'s noise (what multiplies the noise map z_k).
+
+        Args:
+            k: step index (>= 1; step 0 adds no noise).
+            variance_values: None for the posterior ("fixed small") variance; else the prior's
+                variance output in [-1, 1] (official "learned_range": the log variance interpolates
+                between the clipped posterior log variance at -1 and ``log beta_k`` at +1).
+        Returns:
+            a 0-d tensor, or a tensor shaped like ``variance_values``; float32, computed as the
+            official ``exp(0.5 * log_variance)``.
+        """
+        lo = self.posterior_log_variance_clipped[k]
+        if variance_values is None:
+            return torch.exp(0.5 * lo)
+        frac = (variance_values.float() + 1) / 2
+        log_var = frac * self.log_betas[k].to(variance_values.device) + (1 - frac) * lo.to(variance_values.device)
+        return torch.exp(0.5 * log_var)

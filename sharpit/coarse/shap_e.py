@@ -130,7 +130,8 @@ class ShapEGenerator:
         return self.prior.config.num_embeddings * self.prior.config.embedding_dim
 
     def set_progress_bar_config(self, **kwargs) -> None:
-        """Options for the tqdm progress bar of :meth:`sample_latents` (e.g. ``disable=True``)."""
+        """Options for the tqdm progress bars of :meth:`sample_latents`, :meth:`invert` and
+        :meth:`edit_latents` (e.g. ``disable=True``)."""
         self._progress_kwargs = kwargs
 
     # -- sampling --------------------------------------------------------------------------
@@ -199,36 +200,65 @@ class ShapEGenerator:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
 
         from diffusers.utils.torch_utils import randn_tensor
+
+        dev = self.device
+        batch = embeds.shape[0]
+        denoiser = self._denoiser(embeds, guidance_scale)
+        sigmas = karras_sigmas(int(num_inference_steps), OFFICIAL_SIGMA_MIN, OFFICIAL_SIGMA_MAX)
+        timesteps = self._clock.timesteps(sigmas[:-1]).to(dev)
+        sigmas = sigmas.to(dev)
+        c_in = 1.0 / (sigmas ** 2 + 1) ** 0.5
+        latents = randn_tensor(self._latent_shape(batch), generator=generator, device=dev,
+                               dtype=torch.float32) * sigmas[0]
+        denoise = lambda x, i: denoiser(x * c_in[i], timesteps[i])[0]  # noqa: E731
+        return heun_sample(denoise, latents, sigmas, self._progress("Shap-E prior")).reshape(batch, -1)
+
+    def _latent_shape(self, batch: int):
+        return (batch, self.prior.config.num_embeddings, self.prior.config.embedding_dim)
+
+    def _progress(self, desc: str):
         from tqdm.auto import tqdm
 
+        return lambda steps: tqdm(steps, desc=desc, **self._progress_kwargs)
+
+    def _denoiser(self, embeds: torch.Tensor, guidance_scale: float):
+        """The one prior call every sampler uses (Karras/Heun here, DDPM in :mod:`sharpit.coarse.inversion`).
+
+        Returns ``denoise(x_in, t) -> (x0, variance_values)``: ``x_in`` (B, R, C) float32 is the model
+        input in the training diffusion's scale (``sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``; a
+        Karras sample divided by ``sqrt(sigma^2 + 1)``), ``t`` a 0-d long tensor, the integer
+        training timestep. The prior sees ``x_in`` in its dtype with ``timestep=t`` unscaled (as the
+        official ``GaussianDiffusion`` calls it). Its output is the clean latent (first C channels)
+        and the "learned_range" variance values in [-1, 1] (last C). With guidance (``guidance_scale``
+        not 0 or 1) the conditional and unconditional (zero embedding) rows run in one batch in the
+        official order [cond, uncond], EACH clean prediction is clamped to [-1, 1] and then
+        ``x0 = uncond + s (cond - uncond)`` (not clamped again; the official ``clip_denoised`` +
+        ``karras_sample`` convention). ``variance_values`` are the conditional branch's (official
+        ``uncond_guide_model`` keeps each row's own variance and samples from the first half).
+        Both outputs are float32 (B, R, C).
+        """
         dev, dtype = self.device, self.prior.dtype
-        batch = embeds.shape[0]
+        channels = self.prior.config.embedding_dim
         guided = float(guidance_scale) not in (0.0, 1.0)
         cond = embeds.to(device=dev, dtype=torch.float32)
         rows = torch.cat([cond, torch.zeros_like(cond)]) if guided else cond   # official order: cond, uncond
         rows = rows.to(dtype)
 
-        sigmas = karras_sigmas(int(num_inference_steps), OFFICIAL_SIGMA_MIN, OFFICIAL_SIGMA_MAX)
-        timesteps = self._clock.timesteps(sigmas[:-1]).to(dev)
-        sigmas = sigmas.to(dev)
-        c_in = 1.0 / (sigmas ** 2 + 1) ** 0.5
-        shape = (batch, self.prior.config.num_embeddings, self.prior.config.embedding_dim)
-        latents = randn_tensor(shape, generator=generator, device=dev, dtype=torch.float32) * sigmas[0]
-
-        def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
-            model_in = (x * c_in[i]).to(dtype)
+        def denoise(x_in: torch.Tensor, t: torch.Tensor):
+            model_in = x_in.to(dtype)
             if guided:
                 model_in = torch.cat([model_in, model_in])
-            t = timesteps[i].expand(model_in.shape[0])
-            pred = self.prior(model_in, timestep=t, proj_embedding=rows).predicted_image_embedding
-            x0 = pred[..., :shape[2]].float().clamp(-1.0, 1.0)     # drop the variance half; clamp per branch
+            pred = self.prior(model_in, timestep=t.expand(model_in.shape[0]),
+                              proj_embedding=rows).predicted_image_embedding.float()
+            x0 = pred[..., :channels].clamp(-1.0, 1.0)                  # clamp per branch
+            variance_values = pred[..., channels:]
             if guided:
                 x0_cond, x0_uncond = x0.chunk(2)
                 x0 = x0_uncond + float(guidance_scale) * (x0_cond - x0_uncond)
-            return x0
+                variance_values = variance_values.chunk(2)[0]
+            return x0, variance_values
 
-        steps = lambda idx: tqdm(idx, desc="Shap-E prior", **self._progress_kwargs)  # noqa: E731
-        return heun_sample(denoise, latents, sigmas, steps).reshape(batch, -1)
+        return denoise
 
     def metadata(self, prompts: Union[str, Sequence[str]], guidance_scale: float = 15.0,
                  num_inference_steps: int = 64, seed: Optional[int] = None,
