@@ -23,7 +23,8 @@ import re
 from .errors import AssetNotFoundError, CheckpointError, SharpItError, WeightsNotFoundError
 
 __all__ = ["is_hub_id", "load_errors", "WEIGHT_SUFFIXES", "SHAP_E_HUB_ID", "ZERO123PLUS_ID", "SHARP_IT_UNET_ID",
-           "INSTANTMESH_HUB_ID", "DEFAULT_MODELS"]
+           "INSTANTMESH_HUB_ID", "DEFAULT_MODELS", "TRANSMITTER_FILENAME", "TRANSMITTER_CONFIG_FILENAME",
+           "TRANSMITTER_URL", "TRANSMITTER_CONFIG_URL"]
 
 #: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
 SHAP_E_HUB_ID = "openai/shap-e"
@@ -33,6 +34,13 @@ ZERO123PLUS_ID = "sudo-ai/zero123plus-v1.2"
 SHARP_IT_UNET_ID = "YiftachEde/Sharp-It"
 #: Hub repository of the released InstantMesh checkpoints (``instant_nerf_{base,large}.ckpt``).
 INSTANTMESH_HUB_ID = "TencentARC/InstantMesh"
+#: The released Shap-E encoder ("transmitter") files of ``openai/shap-e`` (``shap_e/models/download.py``): a
+#: plain state dict and its YAML config, downloaded from OpenAI's public bucket (not on the Hugging Face hub);
+#: :meth:`sharpit.coarse.ShapEEncoder.from_pretrained` reads a folder holding both.
+TRANSMITTER_FILENAME = "transmitter.pt"
+TRANSMITTER_CONFIG_FILENAME = "transmitter_config.yaml"
+TRANSMITTER_URL = "https://openaipublic.azureedge.net/main/shap-e/transmitter.pt"
+TRANSMITTER_CONFIG_URL = "https://openaipublic.azureedge.net/main/shap-e/transmitter_config.yaml"
 #: The released weights :meth:`sharpit.pipeline.SharpIt3DPipeline.from_released` uses by default.
 DEFAULT_MODELS = {
     "shap_e": SHAP_E_HUB_ID,
