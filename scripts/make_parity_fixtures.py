@@ -4,7 +4,7 @@ sharpit never runs or contains the official implementations; its tests compare a
 that the official code produced on tiny random weights. This script makes those outputs again::
 
     python scripts/make_parity_fixtures.py --official-root /path/to/checkouts \\
-        [--stage shap_e --stage zero123plus --stage instantmesh] \\
+        [--stage shap_e --stage shap_e_ddpm --stage zero123plus --stage instantmesh] \\
         [--python shap_e=/venvs/shape/bin/python --python instantmesh=/venvs/im/bin/python ...]
 
 ``--official-root`` holds one checkout per stage, named ``owner+repo``:
@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: stage name -> (module under scripts/parity/, checkout it reads)
 STAGES = {
     "shap_e": ("shap_e_prior.py", "openai+shap-e"),
+    "shap_e_encoder": ("shap_e_encoder.py", "openai+shap-e"),
+    "shap_e_ddpm": ("shap_e_ddpm.py", "openai+shap-e"),
     "zero123plus": ("zero123plus.py", "SUDO-AI-3D+zero123plus"),
     "instantmesh": ("instantmesh.py", "TencentARC+InstantMesh"),
 }

@@ -149,7 +149,7 @@ def _official_rays(cams: CameraBatch, size: int, fov: float) -> Tuple[torch.Tens
     """(N, H, W, 3) unit ray directions by the official formula and (N, 3) forward axes."""
     c2w = cams.c2w
     x, y, z = c2w[:, :3, 0], -c2w[:, :3, 1], -c2w[:, :3, 2]
-    f = torch.linspace(-1.0, 1.0, size, device=c2w.device) * math.tan(fov / 2.0)
+    f = (torch.arange(size, device=c2w.device, dtype=c2w.dtype) / (size - 1) * 2 - 1) * math.tan(fov / 2.0)
     d = z[:, None, None] + x[:, None, None] * f[None, :, None] + y[:, None, None] * f[:, None, None]
     return d / d.norm(dim=-1, keepdim=True), z
 

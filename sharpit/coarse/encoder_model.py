@@ -298,12 +298,15 @@ class EncoderNetwork(nn.Module):
         """(B, V * patches, width) multi-view tokens (views processed ``view_chunk`` at a time)."""
         b, v, _, h, w = inputs.views.shape
         dt = self.patch_emb.weight.dtype
-        # Official pixel rays: pixel i of n maps to (2 i / (n - 1) - 1) * tan(fov / 2).
-        fr = torch.linspace(-1.0, 1.0, w, device=inputs.views.device, dtype=dt)
-        fc = torch.linspace(-1.0, 1.0, h, device=inputs.views.device, dtype=dt)
-        tan = torch.tan(inputs.fov.to(dt) / 2.0)[..., None, None, None]           # (B, V, 1, 1, 1)
-        direction = (inputs.z.to(dt)[:, :, None, None] + inputs.x.to(dt)[:, :, None, None] * fr[None, :, None] * tan
-                     + inputs.y.to(dt)[:, :, None, None] * fc[:, None, None] * tan)  # (B, V, H, W, 3)
+        # Official pixel rays, in the official order of operations (the NeRF encoding multiplies
+        # positions by up to 2^14, so rounding differences would show): pixel i of n maps to
+        # (i / (n - 1) * 2 - 1) * tan(fov / 2).
+        dev = inputs.views.device
+        tan = torch.tan(inputs.fov.to(dt) / 2.0)[..., None]                          # (B, V, 1)
+        fx = (torch.arange(w, device=dev, dtype=dt) / (w - 1) * 2 - 1) * tan          # (B, V, W)
+        fy = (torch.arange(h, device=dev, dtype=dt) / (h - 1) * 2 - 1) * tan          # (B, V, H)
+        direction = (inputs.z.to(dt)[:, :, None, None] + inputs.x.to(dt)[:, :, None, None] * fx[:, :, None, :, None]
+                     + inputs.y.to(dt)[:, :, None, None] * fy[:, :, :, None, None])  # (B, V, H, W, 3)
         direction = direction / direction.norm(dim=-1, keepdim=True)
         origin = inputs.origins.to(dt)[:, :, None, None].expand_as(direction)
         factor = (direction * inputs.z.to(dt)[:, :, None, None]).sum(-1)            # ray length per unit depth
