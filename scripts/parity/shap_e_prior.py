@@ -122,11 +122,9 @@ def _to_diffusers(official: dict) -> dict:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def make(official_root: Path, out_dir: Path) -> Path:
-    checkout = Path(official_root) / "openai+shap-e"
-    diffusion_from_config, sample_latents, transformer, SplitVectorDiffusion = _import_official(checkout)
-    from safetensors.torch import save_file
-
+def build_official_prior(transformer, SplitVectorDiffusion):
+    """The official tiny prior with every weight redrawn (seed 0), and BATCH unit text embeddings
+    (drawn right after, from the same RNG stream). ``scripts/parity/shap_e_ddpm.py`` builds the same one."""
     torch.manual_seed(0)
     inner = transformer.CLIPImagePointDiffusionTransformer(
         device=torch.device("cpu"), dtype=torch.float32, n_ctx=N_CTX, token_cond=True, input_channels=D_LATENT,
@@ -145,6 +143,15 @@ def make(official_root: Path, out_dir: Path) -> Path:
             else:
                 p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "ln" in name and name.endswith("weight") else 0.0))
     embeds = torch.nn.functional.normalize(torch.randn(BATCH, TEXT_DIM), dim=-1)
+    return model, embeds
+
+
+def make(official_root: Path, out_dir: Path) -> Path:
+    checkout = Path(official_root) / "openai+shap-e"
+    diffusion_from_config, sample_latents, transformer, SplitVectorDiffusion = _import_official(checkout)
+    from safetensors.torch import save_file
+
+    model, embeds = build_official_prior(transformer, SplitVectorDiffusion)
     diffusion = diffusion_from_config({"schedule": "exp", "timesteps": 1024, "mean_type": "x_start"})
 
     tensors = {f"prior.{k}": v for k, v in _to_diffusers(model.state_dict()).items()}

@@ -6,7 +6,7 @@ from .render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRe
 __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "SHAP_E_LATENT_WIDTH", "save_latents", "load_latents",
            "check_latents", "karras_sigmas", "ShapEDiffusionClock", "OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX",
            "CoarseRenderOptions", "DEFAULT_COARSE_RENDER", "COARSE_RENDER_MODES", "ShapEEncoder",
-           "ShapEEncoderInputs", "EncoderInputSettings", "prepare_encoder_inputs"]
+           "ShapEEncoderInputs", "EncoderInputSettings", "prepare_encoder_inputs", "ShapEInversion"]
 
 
 #: Public names imported on first use (PEP 562), so importing a light part of this package (or
@@ -22,6 +22,7 @@ _LAZY = {
     "karras_sigmas": ".sampling",
     "SHAP_E_HUB_ID": ".shap_e",
     "ShapEGenerator": ".shap_e",
+    "ShapEInversion": ".inversion",
     "ShapEEncoder": ".encoder",
     "ShapEEncoderInputs": ".encoder_model",
     "EncoderInputSettings": ".encoder_inputs",

@@ -1,7 +1,8 @@
 """The coarse stage: Shap-E text-to-3D through diffusers' Shap-E components.
 
 :class:`ShapEGenerator` samples Shap-E latents from prompts (the official Karras/Heun sampler
-settings), turns a latent into a vertex-coloured :class:`~sharpit.mesh.Mesh` (signed-distance
+settings), edits latents by edit-friendly DDPM inversion (:meth:`~ShapEGenerator.invert`,
+:meth:`~ShapEGenerator.edit_latents`; :mod:`sharpit.coarse.inversion`), turns a latent into a vertex-coloured :class:`~sharpit.mesh.Mesh` (signed-distance
 field + marching cubes), and renders the six Zero123++ views either from that mesh or by volume
 rendering the latent directly.
 
@@ -26,9 +27,12 @@ from ..errors import AssetNotFoundError, ConfigError, EmptySurfaceError, InputEr
 from ..mesh import Mesh, Similarity
 from ..sources import SHAP_E_HUB_ID, is_hub_id, load_errors
 from .fields import frame_mesh, load_latent_into_mlp, stf_fields, stf_mesh
+from .inversion import (DEFAULT_EDIT_GUIDANCE, DEFAULT_EDIT_STRENGTH, DEFAULT_INVERSION_STEPS, ShapEInversion,
+                        check_variance, invert_ddpm, regenerate_ddpm)
 from .latents import check_latents
 from .nerf import render_latent_nerf
-from .sampling import OFFICIAL_SIGMA_MAX, OFFICIAL_SIGMA_MIN, ShapEDiffusionClock, heun_sample, karras_sigmas
+from .sampling import (OFFICIAL_SIGMA_MAX, OFFICIAL_SIGMA_MIN, RespacedDDPM, ShapEDiffusionClock, heun_sample,
+                       karras_sigmas)
 
 __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID"]
 
@@ -260,6 +264,112 @@ class ShapEGenerator:
 
         return denoise
 
+    # -- editing: edit-friendly DDPM inversion (sharpit.coarse.inversion) -----------------------
+    @torch.no_grad()
+    def invert(self, latents: torch.Tensor, prompt: Union[str, Sequence[str]],
+               num_inference_steps: int = DEFAULT_INVERSION_STEPS, guidance_scale: float = DEFAULT_EDIT_GUIDANCE,
+               generator: Optional[torch.Generator] = None, variance: str = "posterior") -> ShapEInversion:
+        """Invert latents into the edit-friendly noise space of the prior's DDPM (Huberman-Spiegelglas
+        et al., CVPR 2024; see :mod:`sharpit.coarse.inversion` for the algorithm and its settings).
+
+        Costs ``num_inference_steps`` prior calls (CFG rows batched with the latents).
+
+        Args:
+            latents: (B, W) or (W,) Shap-E latents (e.g. :meth:`sample_latents` or an encoded mesh).
+            prompt: a source prompt describing them, or B prompts (one per row).
+            num_inference_steps: N DDPM steps (SPEC section 7: 128), >= 2.
+            guidance_scale: classifier-free guidance of the source prompt (SPEC: 12); 0 or 1 disable it.
+            generator: draws the N noises of q(x_n | x_0) (on its own device, then moved to the
+                prior's; a CPU generator gives the same inversion on any device); None: global RNG.
+            variance: "posterior" (the paper's eta = 1) or "learned" (the prior's variance output).
+        Returns:
+            a :class:`~sharpit.coarse.inversion.ShapEInversion` on the prior's device (noise maps
+            (N, B, W), the path x_0 .. x_N, the timesteps, prompts and settings); about 1 GiB per
+            ``openai/shap-e`` latent at 128 steps.
+        Raises:
+            InputError: malformed latents, a prompt count that is neither 1 nor B, bad steps,
+                guidance or variance, or a CUDA generator for CPU work.
+        """
+        latents = check_latents(latents, self.latent_width)
+        batch = latents.shape[0]
+        prompts = _check_prompts(prompt)
+        if len(prompts) == 1:
+            prompts = prompts * batch
+        elif len(prompts) != batch:
+            raise InputError(f"got {len(prompts)} prompts for {batch} latents; pass one prompt or one per latent")
+        _check_sampling_args(guidance_scale, num_inference_steps, generator, None)
+        check_variance(variance)
+        dev = self.device
+        if generator is not None and generator.device.type != "cpu" and generator.device.type != dev.type:
+            raise InputError(f"the generator is on {generator.device} but the prior runs on {dev}; "
+                             "pass a CPU generator or one on the prior's device")
+        schedule = RespacedDDPM(self._clock, num_inference_steps)
+        denoise = self._denoiser(self.encode_prompts(prompts), guidance_scale)
+        x0 = latents.to(device=dev, dtype=torch.float32).reshape(self._latent_shape(batch))
+        noise_maps, path = invert_ddpm(denoise, schedule, x0, generator, variance,
+                                       self._progress("Shap-E inversion"))
+        width = self.latent_width
+        return ShapEInversion(noise_maps.reshape(schedule.steps, batch, width),
+                              {n: x.reshape(batch, width) for n, x in path.items()}, schedule.timesteps,
+                              prompts, float(guidance_scale), schedule.steps, variance, self.model_id)
+
+    @torch.no_grad()
+    def edit_latents(self, inversion: ShapEInversion, target_prompt: Union[str, Sequence[str]],
+                     strength: float = DEFAULT_EDIT_STRENGTH, guidance_scale: float = DEFAULT_EDIT_GUIDANCE,
+                     final_residual: bool = True) -> torch.Tensor:
+        """Regenerate inverted latents with a target prompt, reusing the inversion's noise maps.
+
+        Restarts at step ``int(N * strength)`` from the inversion's x_n (SPEC section 7) and runs the
+        prior's DDPM down to 0 with the stored z_n. With the source prompt(s), the inversion's
+        guidance and ``final_residual=True`` this reproduces the inverted latents to float rounding.
+
+        Args:
+            inversion: from :meth:`invert` or :meth:`ShapEInversion.load
+                <sharpit.coarse.inversion.ShapEInversion.load>`, made with this prior's latent width.
+            target_prompt: one prompt for every latent, B prompts (one per latent), or P prompts for
+                an inversion of one latent (P edits of it).
+            strength: in [0, 1]; 0 returns the inverted latents unchanged, 1 starts from x_N
+                (default :data:`~sharpit.coarse.inversion.DEFAULT_EDIT_STRENGTH`, the paper's code's).
+            guidance_scale: classifier-free guidance of the target prompt (SPEC: 12).
+            final_residual: add the inversion's last-step residual (see :mod:`sharpit.coarse.inversion`;
+                False = the paper's code, which zeroes it).
+        Returns:
+            (B, W) (or (P, W)) float32 latents on the prior's device.
+        Raises:
+            InputError: not an inversion, one of another latent width or timestep schedule, a strength
+                outside [0, 1] or not kept by a saved subset, a bad prompt count or guidance.
+        """
+        if not isinstance(inversion, ShapEInversion):
+            raise InputError(f"inversion must be a ShapEInversion (from ShapEGenerator.invert or "
+                             f"ShapEInversion.load), got {type(inversion).__name__}")
+        if inversion.latent_width != self.latent_width:
+            raise InputError(f"this inversion holds latents of {inversion.latent_width} values but this Shap-E "
+                             f"prior makes {self.latent_width}; invert with the same model you edit with")
+        schedule = RespacedDDPM(self._clock, inversion.num_inference_steps)
+        if not torch.equal(schedule.timesteps, inversion.timesteps.cpu()):
+            raise InputError(f"this inversion's {inversion.num_inference_steps} timesteps are not this prior's "
+                             f"{schedule.steps}-step DDPM ({self._clock.num_train_timesteps} training steps, "
+                             "Shap-E respacing); invert with the same model you edit with")
+        _check_guidance(guidance_scale)
+        start = inversion.start_for(strength)
+        prompts = _check_prompts(target_prompt)
+        batch = inversion.batch_size
+        if len(prompts) == 1:
+            prompts = prompts * batch
+        elif len(prompts) != batch and batch != 1:
+            raise InputError(f"got {len(prompts)} target prompts for an inversion of {batch} latents; pass one "
+                             "prompt or one per latent")
+        dev, width = self.device, self.latent_width
+        rows = len(prompts)
+        x = inversion.path[start].to(device=dev, dtype=torch.float32).expand(rows, width)
+        if start == 0:
+            return x.clone()
+        maps = inversion.noise_maps[:start].reshape(start, batch, *self._latent_shape(1)[1:])
+        denoise = self._denoiser(self.encode_prompts(prompts), guidance_scale)
+        out = regenerate_ddpm(denoise, schedule, x.reshape(self._latent_shape(rows)), start, maps,
+                              inversion.variance, bool(final_residual), self._progress("Shap-E edit"))
+        return out.reshape(rows, width)
+
     def metadata(self, prompts: Union[str, Sequence[str]], guidance_scale: float = 15.0,
                  num_inference_steps: int = 64, seed: Optional[int] = None,
                  num_per_prompt: int = 1) -> Dict[str, Any]:
@@ -372,11 +482,15 @@ def _check_sampling_args(guidance_scale, num_inference_steps, generator, seed) -
     if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps \
             or int(num_inference_steps) < 1:
         raise InputError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    _check_guidance(guidance_scale)
+    if generator is not None and seed is not None:
+        raise InputError("pass either generator or seed, not both")
+
+
+def _check_guidance(guidance_scale) -> None:
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
             or not math.isfinite(float(guidance_scale)) or guidance_scale < 0:
         raise InputError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-    if generator is not None and seed is not None:
-        raise InputError("pass either generator or seed, not both")
 
 
 def _check_prompts(prompts: Union[str, Sequence[str]]) -> List[str]:
