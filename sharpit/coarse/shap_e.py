@@ -3,8 +3,8 @@
 :class:`ShapEGenerator` samples Shap-E latents from prompts (the official Karras/Heun sampler
 settings), edits latents by edit-friendly DDPM inversion (:meth:`~ShapEGenerator.invert`,
 :meth:`~ShapEGenerator.edit_latents`; :mod:`sharpit.coarse.inversion`), turns a latent into a
-vertex-coloured :class:`~sharpit.mesh.Mesh` (signed-distance field + marching cubes), and renders the six Zero123++ views either from that mesh or by volume
-rendering the latent directly.
+vertex-coloured :class:`~sharpit.mesh.Mesh` (signed-distance field + marching cubes), and renders
+the six Zero123++ views either from that mesh or by volume rendering the latent directly.
 
 Frames: meshes and cameras are in the sharpit world (z up, front +x, object in the sphere of
 radius 0.5). A latent's field lives in Shap-E's frame; its *framing* (a
