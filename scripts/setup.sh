@@ -29,6 +29,13 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 echo "[setup] installing sharpit[$extras]"
 "${pip[@]}" install -q -e ".[$extras]"
+# FID (sharpit/evaluation/fid.py) uses torch-fidelity's Inception. torch-fidelity lists torchvision,
+# whose PyPI wheels are CUDA builds that would replace a CPU torch (and fail to import against
+# it); FID needs nothing of torchvision, so it is installed without dependencies (the others,
+# numpy, scipy, pillow, tqdm, come with sharpit).
+case ",$extras," in
+  *,dev,*|*,eval,*) "${pip[@]}" install -q --no-deps "torch-fidelity>=0.3" ;;
+esac
 # The Khronos glTF validator (a Node package) lets the tests check exported GLBs; optional.
 if command -v npm >/dev/null 2>&1 && [ ! -d "$root/.tools/node_modules/gltf-validator" ]; then
   echo "[setup] installing the glTF validator into .tools/"

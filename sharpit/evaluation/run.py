@@ -1,0 +1,242 @@
+"""The evaluation loop: ground truth, each method, the metrics, one ``results.jsonl`` line per pair.
+
+:func:`evaluate` is what ``python -m inference.evaluate`` runs once its flags are checked. Under
+``torchrun`` / ``accelerate launch`` the sorted asset list is split between processes
+(``PartialState.split_between_processes``, as the batch CLIs do); every process appends its own
+lines to the shared ``results.jsonl`` and ``failures.jsonl`` (:mod:`.records`), and process 0
+writes the report once all are done.
+
+Per asset: the ground-truth mesh is rendered at the six Zero123++ v1.2 views with the renderer and
+lighting of training targets (``training.renderers.SharpItTargetRenderer``, lambertian, 2x
+supersampled, white background, the object normalised to radius 0.5), at the tile size of the
+method grids (320). For each method not yet done: its grid and mesh (:mod:`.methods`), then
+
+* CLIP and DINO cosine similarity of each view with the ground-truth view (mean and per view);
+* PSNR and SSIM per view (the views are pixel-aligned: same cameras, same normalisation);
+* Chamfer distance and F-score of its mesh against the ground-truth mesh (:mod:`.geometry`);
+* the Inception pool3 features of its six views (saved; FID is a set metric, computed by the report);
+* wall time and peak memory of the method, and the metrics' own time (``metrics_seconds``).
+
+A broken asset (unreadable mesh, missing latent, empty coarse surface, a method grid of another
+size than the ground truth) is logged to ``failures.jsonl`` and skipped; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..errors import InputError, SharpItError
+from .methods import MethodRunner, MethodSpec
+from .records import FAILURES_FILE, RESULTS_FILE, append_jsonl, done_pairs
+
+__all__ = ["Extractors", "EvalAsset", "RunPlan", "evaluate_asset", "evaluate", "GROUND_TRUTH_SHADING", "GROUND_TRUTH_SUPERSAMPLE"]
+
+logger = logging.getLogger("sharpit.evaluation")
+
+#: Ground truth is rendered like training targets (``training/renderers.py``'s defaults).
+GROUND_TRUTH_SHADING = "lambertian"
+GROUND_TRUTH_SUPERSAMPLE = 2
+
+
+@dataclass
+class Extractors:
+    """The loaded feature extractors: Inception (:func:`.fid.load_inception`), CLIP and DINO
+    (:class:`.similarity.ImageEmbedder`), and the geometry settings."""
+
+    inception: Any
+    clip: Any
+    dino: Any
+    num_points: int
+    fscore_threshold: float
+
+
+@dataclass
+class EvalAsset:
+    """One test object: id, ground-truth mesh file, Shap-E latent file (or None) and caption."""
+
+    id: str
+    mesh_path: Path
+    latent_path: Optional[Path]
+    caption: str
+
+
+def _save_png(path: Path, grid: torch.Tensor) -> None:
+    import io
+
+    from ..atomic import write_bytes_atomic
+    from ..grid import tensor_to_pil
+
+    buffer = io.BytesIO()
+    tensor_to_pil(grid).save(buffer, format="PNG")
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _save_features(path: Path, features: torch.Tensor) -> None:
+    from safetensors.torch import save
+
+    from ..atomic import write_bytes_atomic
+
+    write_bytes_atomic(path, save({"inception_pool3": features.contiguous()}))
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values))
+
+
+def _image_metrics(views: torch.Tensor, gt_views: torch.Tensor, gt_embeddings: Dict[str, torch.Tensor],
+                   ex: Extractors) -> Dict[str, Any]:
+    from .fid import inception_features
+    from .pixels import psnr, ssim
+    from .similarity import cosine_similarity
+
+    out: Dict[str, Any] = {}
+    for kind, embedder in (("clip", ex.clip), ("dino", ex.dino)):
+        per_view = cosine_similarity(embedder.embed(views), gt_embeddings[kind]).tolist()
+        out[kind], out[f"{kind}_per_view"] = _mean(per_view), per_view
+    for name, fn in (("psnr", psnr), ("ssim", ssim)):
+        per_view = fn(views, gt_views)
+        out[name], out[f"{name}_per_view"] = _mean(per_view), per_view
+    out["_features"] = inception_features(ex.inception, views)
+    return out
+
+
+def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: MethodRunner, ex: Extractors,
+                   out: Path, seed: int, device, rank: int = 0, done=frozenset()) -> Tuple[int, int]:
+    """Evaluate the methods of ``specs`` not in ``done`` on one asset; append their lines to
+    ``results.jsonl``. Returns ``(pairs written, pairs failed)``.
+
+    Raises:
+        SharpItError: the asset itself is broken (mesh, latent): the caller logs it and skips it.
+    """
+    from training.renderers import SharpItTargetRenderer
+
+    from ..cameras import VIEW_SIZE
+    from ..coarse import load_latents
+    from ..errors import AssetNotFoundError
+    from ..grid import grid_to_views
+    from ..mesh_io import load_mesh
+    from .fid import inception_features
+    from .geometry import mesh_geometry
+
+    if asset.latent_path is None:
+        raise AssetNotFoundError(asset.mesh_path.with_suffix(".pt"), "no Shap-E latent for this object under "
+                                 "--latents (<id>.pt or <id>.safetensors): the coarse input of every method")
+    gt_mesh = load_mesh(asset.mesh_path)
+    latent, _ = load_latents(asset.latent_path, width=runner.base.coarse.latent_width)
+    latent = latent[:1]
+    with torch.no_grad():
+        gt_grid = SharpItTargetRenderer(GROUND_TRUTH_SHADING, GROUND_TRUTH_SUPERSAMPLE)(
+            gt_mesh, VIEW_SIZE, asset.id).float().cpu()
+    gt_views = grid_to_views(gt_grid)
+    folder = out / "grids" / asset.id
+    _save_png(folder / "ground_truth.png", gt_grid)
+    gt_features_path = out / "features" / asset.id / "ground_truth.safetensors"
+    if not gt_features_path.is_file():
+        _save_features(gt_features_path, inception_features(ex.inception, gt_views))
+    gt_embeddings = {"clip": ex.clip.embed(gt_views), "dino": ex.dino.embed(gt_views)}
+    written = failed = 0
+    for spec in specs:
+        if (asset.id, spec.key) in done:
+            continue
+        try:
+            with torch.no_grad():
+                result = runner.run(spec, latent, asset.caption, seed, device)
+            if spec.name == "shap_e":
+                _save_png(folder / "coarse.png", result.grid)
+            if tuple(result.grid.shape) != tuple(gt_grid.shape):
+                raise InputError(f"method {spec.name} made a {tuple(result.grid.shape)} grid but the ground truth "
+                                 f"is {tuple(gt_grid.shape)}; every method must output the six "
+                                 f"{gt_grid.shape[-1] // 2}px views of a 3x2 grid")
+            start = time.perf_counter()
+            with torch.no_grad():
+                metrics = _image_metrics(grid_to_views(result.grid), gt_views, gt_embeddings, ex)
+            metrics.update(mesh_geometry(result.mesh, gt_mesh, ex.num_points, seed, ex.fscore_threshold))
+            metrics_seconds = time.perf_counter() - start
+        except SharpItError as exc:
+            failed += 1
+            _log_failure(out, asset, exc, rank, spec)
+            continue
+        features = metrics.pop("_features")
+        _save_features(out / "features" / asset.id / f"{spec.key}.safetensors", features)
+        _save_png(folder / f"{spec.key}.png", result.grid)
+        append_jsonl(out / RESULTS_FILE, {
+            "asset": asset.id, "method": spec.name, "method_key": spec.key, "caption": asset.caption,
+            "seed": seed, "rank": rank, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
+            "memory_kind": "cuda_max_allocated" if torch.device(device).type == "cuda" else "cpu_max_rss",
+            "metrics_seconds": metrics_seconds, "grid": f"grids/{asset.id}/{spec.key}.png",
+            "features": f"features/{asset.id}/{spec.key}.safetensors", **metrics})
+        written += 1
+    return written, failed
+
+
+def _log_failure(out: Path, asset: EvalAsset, exc: BaseException, rank: int, spec: Optional[MethodSpec] = None) -> None:
+    record = {"asset": asset.id, "path": str(asset.mesh_path), "method": None if spec is None else spec.name,
+              "error": type(exc).__name__, "message": str(exc), "rank": rank,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    append_jsonl(out / FAILURES_FILE, record)
+    what = asset.id if spec is None else f"{asset.id} x {spec.name}"
+    print(f"[rank {rank}] FAILED {what}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class RunPlan:
+    """A checked run: assets, methods, output folder, seed and how to build models and extractors."""
+
+    assets: List[EvalAsset]
+    specs: List[MethodSpec]
+    out: Path
+    seed: int
+    device: str
+    load_runner: Any = None        # (device) -> MethodRunner, called only when something is left to do
+    load_extractors: Any = None    # (device) -> Extractors, likewise
+    prepare: Any = None            # () -> assets or None, on the main process first (e.g. build tiny inputs)
+    report: Any = None             # (out) -> None, process 0 once every process is done
+
+
+def evaluate(plan: RunPlan) -> int:
+    """Run ``plan`` split across the processes of a launch; returns the number of pairs or assets
+    that failed in this process (0: all done)."""
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    device = plan.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    state = PartialState(cpu=device == "cpu")
+    run_on = torch.device(device) if ":" in device or device == "mps" else state.device
+    assets = plan.assets
+    if plan.prepare is not None:
+        with state.main_process_first():
+            prepared = plan.prepare()
+        assets = prepared if prepared is not None else assets
+    done = done_pairs(plan.out)
+    state.wait_for_everyone()
+    with state.split_between_processes(assets) as mine:
+        mine = list(mine)
+    rank = state.process_index
+    todo = [a for a in mine if any((a.id, s.key) not in done for s in plan.specs)]
+    if len(mine) > len(todo):
+        print(f"[rank {rank}] {len(mine) - len(todo)} asset(s) already done", flush=True)
+    failed = 0
+    if todo:
+        runner = plan.load_runner(run_on)
+        extractors = plan.load_extractors(run_on)
+        for asset in tqdm(todo, desc=f"evaluate (rank {rank})", disable=not state.is_local_main_process):
+            try:
+                _, bad = evaluate_asset(asset, plan.specs, runner, extractors, plan.out, plan.seed, run_on, rank, done)
+                failed += bad
+            except SharpItError as exc:
+                failed += 1
+                _log_failure(plan.out, asset, exc, rank)
+    state.wait_for_everyone()
+    if state.is_main_process and plan.report is not None:
+        plan.report(plan.out)
+    state.wait_for_everyone()
+    return failed
