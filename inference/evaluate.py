@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N assets (sorted by id)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--tiny", action="store_true",
-                        help="tiny random models, extractors and a few generated meshes, offline: a smoke run")
+                        help="tiny random models and extractors, offline: a smoke run (on a few generated meshes "
+                             "unless --assets/--latents/--captions are given)")
     parser.add_argument("--sdedit-strength", type=float, default=None,
                         help="SDEdit strength of zero123plus_sdedit, in (0, 1) (0.6)")
     ex = parser.add_argument_group("metrics")
@@ -188,14 +189,16 @@ def _plan(args: argparse.Namespace, checked: Dict[str, Any]):
     def prepare():
         if not args.tiny:
             return None
+        # the generated set, unless --assets/--latents/--captions name another one
         from sharpit.testing.evaluation import save_tiny_eval_inputs
         from sharpit.testing.pipeline import save_tiny_models, tiny_cache_dir
         from training.prepare_pairs import _find_latents, find_assets, read_captions
 
         save_tiny_models(tiny_cache_dir())
         tiny_paths.update(save_tiny_eval_inputs(tiny_cache_dir()))
-        return _eval_assets(find_assets(tiny_paths["assets"]), _find_latents(tiny_paths["latents"]),
-                            read_captions(tiny_paths["captions"]), args.limit)
+        return _eval_assets(checked["assets"] or find_assets(tiny_paths["assets"]),
+                            checked["latents"] or _find_latents(tiny_paths["latents"]),
+                            checked["captions"] or read_captions(tiny_paths["captions"]), args.limit)
 
     def load_runner(device):
         import torch

@@ -137,10 +137,7 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
     gt_views = grid_to_views(gt_grid)
     folder = out / "grids" / asset.id
     _save_png(folder / "ground_truth.png", gt_grid)
-    gt_features_path = out / "features" / asset.id / "ground_truth.safetensors"
-    if not gt_features_path.is_file():
-        _save_features(gt_features_path, inception_features(ex.inception, gt_views))
-    gt_embeddings = {"clip": ex.clip.embed(gt_views), "dino": ex.dino.embed(gt_views)}
+    gt_embeddings: Dict[str, torch.Tensor] = {}   # made once, when the first method gets that far
     written = failed = 0
     for spec in specs:
         if (asset.id, spec.key) in done:
@@ -155,6 +152,10 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
                                  f"is {tuple(gt_grid.shape)}; every method must output the six "
                                  f"{gt_grid.shape[-1] // 2}px views of a 3x2 grid")
             start = time.perf_counter()
+            if not gt_embeddings:
+                gt_embeddings.update(clip=ex.clip.embed(gt_views), dino=ex.dino.embed(gt_views))
+                _save_features(out / "features" / asset.id / "ground_truth.safetensors",
+                               inception_features(ex.inception, gt_views))
             with torch.no_grad():
                 metrics = _image_metrics(grid_to_views(result.grid), gt_views, gt_embeddings, ex)
             metrics.update(mesh_geometry(result.mesh, gt_mesh, ex.num_points, seed, ex.fscore_threshold))

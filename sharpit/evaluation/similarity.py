@@ -107,9 +107,16 @@ def load_clip(source: str = DEFAULT_CLIP, device: Union[str, torch.device] = "cp
     """
     from transformers import CLIPVisionModelWithProjection
 
+    from transformers.utils import logging as hf_logging
+
     source = str(source)
-    with load_errors(source, "CLIP"):
-        model = CLIPVisionModelWithProjection.from_pretrained(source, dtype=dtype)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()   # the checkpoint's text tower is unused by design: no load report
+    try:
+        with load_errors(source, "CLIP"):
+            model = CLIPVisionModelWithProjection.from_pretrained(source, dtype=dtype)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return ImageEmbedder("clip", source, model.to(device).eval(), _processor(source, "CLIP"))
 
 

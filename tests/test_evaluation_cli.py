@@ -1,0 +1,140 @@
+"""sharpit-evaluate end to end (issue 12): a --tiny run split across two real gloo processes, a
+broken asset logged and skipped (exit 4), the report files, resuming, and bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sharpit.evaluation.methods import MethodOutput, MethodSpec
+from sharpit.evaluation.run import EvalAsset, evaluate_asset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny models and extractors (built once into a module cache) and a set of two assets:
+    the generated cube and a broken GLB, each with a latent and a caption."""
+    from sharpit.testing.evaluation import save_tiny_eval_inputs
+    from sharpit.testing.pipeline import save_tiny_models
+
+    root = tmp_path_factory.mktemp("eval")
+    cache = root / "cache"
+    save_tiny_models(cache / "tiny-models")
+    paths = save_tiny_eval_inputs(cache / "tiny-models")
+    assets, latents = root / "assets", root / "latents"
+    assets.mkdir()
+    latents.mkdir()
+    shutil.copy(Path(paths["assets"]) / "cube.glb", assets / "cube.glb")
+    (assets / "wreck.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage, not a binary glTF")
+    shutil.copy(Path(paths["latents"]) / "cube.pt", latents / "cube.pt")
+    shutil.copy(Path(paths["latents"]) / "cube.pt", latents / "wreck.pt")
+    captions = root / "captions.csv"
+    captions.write_text("uid,caption\ncube,a red cube\nwreck,a broken thing\n")
+    return {**paths, "root": root, "cache": cache, "assets": assets, "latents": latents, "captions": captions}
+
+
+def _env(tiny):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SHARPIT_CACHE=str(tiny["cache"]), OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _args(tiny, out, *extra):
+    return ["--tiny", "--assets", str(tiny["assets"]), "--latents", str(tiny["latents"]), "--captions",
+            str(tiny["captions"]), "--methods", "shap_e", "--points", "500", "--device", "cpu", "--out", str(out), *extra]
+
+
+def test_two_processes_split_the_assets_log_the_broken_one_and_resume(tiny, monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tiny["root"] / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "inference.evaluate", *_args(tiny, out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(tiny), capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]                  # rank 1's broken asset: exit 4 there
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["asset"], r["method"], r["rank"]) for r in results] == [("cube", "shap_e", 0)]
+    r = results[0]
+    assert len(r["clip_per_view"]) == 6 and 0 < r["ssim"] <= 1 and r["chamfer"] > 0 and r["seconds"] > 0
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["asset"], f["rank"]) for f in failures] == [("wreck", 1)]
+    # one line about it, no traceback from our code (torchrun prints its own ChildFailedError report)
+    assert "FAILED wreck: CorruptFileError" in log and not re.search(r'File "[^"]*/(sharpit|inference)/', log)
+    # the report: the paper's numbers beside ours, plots, an offline gallery with relative links
+    table = (out / "table.md").read_text()
+    assert "| Sharp-It | 6.60 |" in table and "Shap-E (coarse)" in table
+    for name in ("distributions.png", "time_vs_quality.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "index.html").read_text()
+    links = re.findall(r'src="([^"]+)"', page)
+    assert links and all(not link.startswith(("/", "http")) and (out / link).is_file() for link in links)
+    assert {Path(link).name for link in links} == {"coarse.png", "shap_e.png", "ground_truth.png"}
+
+    # resume in-process: the finished pair is skipped, the broken asset retried (and logged again)
+    from inference.evaluate import main
+
+    monkeypatch.setenv("SHARPIT_CACHE", str(tiny["cache"]))
+    assert main(_args(tiny, out)) == 4
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1
+    assert len((out / "failures.jsonl").read_text().splitlines()) == 2
+    # another configuration in the same folder is refused before anything runs
+    capsys.readouterr()
+    assert main(_args(tiny, out, "--seed", "3")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed 0 (now 3)" in err[0]
+
+
+class _WrongSize:
+    """A method runner whose grid has another tile size than the ground truth."""
+
+    base = type("B", (), {"coarse": type("C", (), {"latent_width": None})()})()
+
+    def run(self, spec, latent, caption, seed, device):
+        return MethodOutput(torch.zeros(3, 96, 64), None)
+
+
+def test_a_method_grid_of_another_size_is_logged_not_measured(tiny, tmp_path, monkeypatch):
+    import sharpit.coarse
+
+    monkeypatch.setattr(sharpit.coarse, "load_latents", lambda path, width=None: (torch.zeros(1, 8), None))
+    asset = EvalAsset("cube", tiny["assets"] / "cube.glb", tiny["latents"] / "cube.pt", "a red cube")
+    written, failed = evaluate_asset(asset, [MethodSpec("shap_e", "shap_e")], _WrongSize(), None, tmp_path, 0, "cpu")
+    assert (written, failed) == (0, 1)
+    line = json.loads((tmp_path / "failures.jsonl").read_text())
+    assert line["method"] == "shap_e" and "(3, 96, 64) grid but the ground truth is (3, 960, 640)" in line["message"]
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (("--methods", "shap_e,dreamfusion"), "unknown method 'dreamfusion'"),
+    (("--methods", "folder:{root}"), "not a saved pipeline folder"),
+    (("--methods", "sharpit,sharpit"), "twice"),
+    (("--sdedit-strength", "1"), "--sdedit-strength must lie in (0, 1)"),
+    (("--limit", "0"), "--limit must be >= 1"),
+    (("--clip", "openai/clip-vit-base-patch32"), "cannot be combined with --clip"),
+    (("--captions", "{root}/short.csv"), "no caption for 1 of 2 asset(s) (e.g. wreck)"),
+    (("--assets", "{root}/nowhere"), "--assets: no such folder or file"),
+    (("--device", "tpu"), "--device must be"),
+])
+def test_bad_input_is_one_line_before_anything_loads(tiny, extra, needle, capsys):
+    from inference.evaluate import main
+
+    (tiny["root"] / "short.csv").write_text("uid,caption\ncube,a red cube\n")
+    argv = _args(tiny, tiny["root"] / "bad-run") + [e.format(root=tiny["root"]) for e in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tiny["root"] / "bad-run").exists()
