@@ -59,13 +59,15 @@ def sample_surface(mesh: Mesh, num_points: int = NUM_POINTS, seed: int = 0) -> t
     return (w[:, :, None] * tri[face]).sum(1)
 
 
-def nearest_distances(points: torch.Tensor, reference: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """For each row of ``points`` (N, 3), the Euclidean distance to the nearest row of ``reference`` (M, 3): (N,).
-    Exact differences, not the |a|^2 + |b|^2 - 2ab shortcut (which leaves ~1e-10 where the distance is 0)."""
-    ref = reference.double()
-    exact = "donot_use_mm_for_euclid_dist"
-    return torch.cat([torch.cdist(points[i:i + chunk].double(), ref, compute_mode=exact).min(dim=1).values
-                      for i in range(0, len(points), chunk)])
+def nearest_distances(points: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """For each row of ``points`` (N, 3), the Euclidean distance to the nearest row of ``reference``
+    (M, 3): (N,) float64. Exact (a k-d tree, ``scipy.spatial.cKDTree``; 10k x 10k points in ~20 ms
+    where brute-force distances take seconds on a CPU)."""
+    from scipy.spatial import cKDTree
+
+    ref = reference.detach().double().cpu().numpy()
+    distances, _ = cKDTree(ref).query(points.detach().double().cpu().numpy(), k=1)
+    return torch.from_numpy(distances)
 
 
 def chamfer_distance(points_a: torch.Tensor, points_b: torch.Tensor) -> float:
