@@ -94,6 +94,16 @@ class WeightsNotFoundError(SharpItError, OSError):
         super().__init__(msg)
 
 
+class WeightsFileNotFoundError(WeightsNotFoundError):
+    """A released weights file that is not a Hugging Face model (an Inception or LPIPS file) is
+    not on this machine, and sharpit never downloads it: ``hint`` says where to get it and which
+    flag takes its local path."""
+
+    def __init__(self, name: str, hint: str):
+        self.name = name
+        super(WeightsNotFoundError, self).__init__(f"weights file {name} is not on this machine. {hint}")
+
+
 class OutputExistsError(_PathError, FileExistsError):
     """An output already exists and overwriting was not requested."""
 
