@@ -91,3 +91,20 @@ def test_single_row_files_load_as_one_latent_with_any_row_choice(tmp_path):
     assert load_latents(tmp_path / "cap3d.pt", width=W, row=0)[0].shape == (1, W)
     with pytest.raises(InputError, match="out of range"):
         load_latents(tmp_path / "cap3d.pt", width=W, row=1)
+
+
+def test_find_latents_maps_object_ids_to_every_readable_latent_file(tmp_path):
+    from sharpit.coarse import find_latents
+
+    (tmp_path / "sub").mkdir()
+    save_latents(tmp_path / "a.safetensors", torch.ones(W))
+    torch.save(torch.ones(W), tmp_path / "sub" / "b.pt")
+    torch.save(torch.ones(W), tmp_path / "c.pth")
+    (tmp_path / "notes.txt").write_text("not a latent")
+    found = find_latents(tmp_path)
+    assert found == {"a": tmp_path / "a.safetensors", "b": tmp_path / "sub" / "b.pt", "c": tmp_path / "c.pth"}
+    assert all(load_latents(p, width=W)[0].shape == (1, W) for p in found.values())
+    with pytest.raises(AssetNotFoundError, match="latent folder not found"):
+        find_latents(tmp_path / "nowhere")
+    with pytest.raises(AssetNotFoundError, match="not a folder"):
+        find_latents(tmp_path / "notes.txt")

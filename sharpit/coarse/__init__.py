@@ -4,7 +4,7 @@ from ..lazy import lazy_exports
 from .render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
 
 __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "SHAP_E_LATENT_WIDTH", "save_latents", "load_latents",
-           "check_latents", "karras_sigmas", "ShapEDiffusionClock", "OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX",
+           "check_latents", "find_latents", "karras_sigmas", "ShapEDiffusionClock", "OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX",
            "CoarseRenderOptions", "DEFAULT_COARSE_RENDER", "COARSE_RENDER_MODES", "ShapEEncoder",
            "ShapEEncoderInputs", "EncoderInputSettings", "prepare_encoder_inputs", "ShapEInversion"]
 
@@ -14,6 +14,7 @@ __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "SHAP_E_LATENT_WIDTH", "save_laten
 _LAZY = {
     "SHAP_E_LATENT_WIDTH": ".latents",
     "check_latents": ".latents",
+    "find_latents": ".latents",
     "load_latents": ".latents",
     "save_latents": ".latents",
     "OFFICIAL_SIGMA_MAX": ".sampling",
