@@ -4,11 +4,13 @@ sharpit never runs or contains the official implementations; its tests compare a
 that the official code produced on tiny random weights. This script makes those outputs again::
 
     python scripts/make_parity_fixtures.py --official-root /path/to/checkouts \\
-        [--stage shap_e --stage shap_e_ddpm --stage zero123plus --stage instantmesh] \\
+        [--stage shap_e --stage shap_e_ddpm --stage zero123plus --stage instantmesh --stage lpips] \\
         [--python shap_e=/venvs/shape/bin/python --python instantmesh=/venvs/im/bin/python ...]
 
 ``--official-root`` holds one checkout per stage, named ``owner+repo``:
-``openai+shap-e``, ``SUDO-AI-3D+zero123plus``, ``TencentARC+InstantMesh``. Each stage runs its
+``openai+shap-e``, ``SUDO-AI-3D+zero123plus``, ``TencentARC+InstantMesh``; the ``lpips`` stage reads
+no checkout (the official code is the ``lpips`` pip package, installed in its interpreter's
+environment with torchvision). Each stage runs its
 ``scripts/parity/<module>.py`` in a separate process with the interpreter given by ``--python``
 (default: this one), because the official code bases need different package versions; each
 module's docstring lists the environment it needs. All stages run by default.
@@ -22,13 +24,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: stage name -> (module under scripts/parity/, checkout it reads)
+#: stage name -> (module under scripts/parity/, checkout it reads; None: an installed package)
 STAGES = {
     "shap_e": ("shap_e_prior.py", "openai+shap-e"),
     "shap_e_encoder": ("shap_e_encoder.py", "openai+shap-e"),
     "shap_e_ddpm": ("shap_e_ddpm.py", "openai+shap-e"),
     "zero123plus": ("zero123plus.py", "SUDO-AI-3D+zero123plus"),
     "instantmesh": ("instantmesh.py", "TencentARC+InstantMesh"),
+    "lpips": ("lpips_metric.py", None),
 }
 
 
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
     failed = []
     for stage in args.stage or list(STAGES):
         module, checkout = STAGES[stage]
-        if not (args.official_root / checkout).is_dir():
+        if checkout is not None and not (args.official_root / checkout).is_dir():
             parser.error(f"{args.official_root / checkout} is not a folder; check out the official {stage} code there")
         cmd = [pythons.get(stage, sys.executable), str(ROOT / "scripts" / "parity" / module),
                "--official-root", str(args.official_root), "--out", str(args.out)]

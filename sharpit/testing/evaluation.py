@@ -6,6 +6,10 @@
 * :func:`save_tiny_clip` and :func:`save_tiny_dino`: tiny random CLIP (``CLIPModel``) and DINO
   (``ViTModel``) models with their image processors, in the ``openai/clip-vit-*`` and
   ``facebook/dino-vitb16`` folder layouts, loaded back through ``from_pretrained(folder)``;
+* :func:`random_lpips_trunk` and :func:`save_random_lpips`: LPIPS's full AlexNet (or VGG16) trunk
+  with seed-regenerable random weights (the rule of ``scripts/parity/lpips_metric.py``, whose
+  fixture stores checks of it) in torchvision's released layout, and random non-negative linear
+  layers in the ``lpips`` package's ``weights/v0.1/<net>.pth`` layout;
 * :func:`save_tiny_eval_set`: a handful of generated ground-truth meshes, one tiny Shap-E latent
   per mesh and a captions CSV (:func:`sharpit.testing.training.save_tiny_training_inputs`).
 """
@@ -21,7 +25,8 @@ import torch
 
 from ..atomic import atomic_dir, atomic_path
 
-__all__ = ["save_random_inception", "save_tiny_clip", "save_tiny_dino", "save_tiny_eval_set", "save_tiny_eval_inputs"]
+__all__ = ["save_random_inception", "save_tiny_clip", "save_tiny_dino", "random_lpips_trunk", "save_random_lpips",
+           "save_tiny_eval_set", "save_tiny_eval_inputs"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -86,6 +91,44 @@ def save_tiny_dino(directory: PathLike, seed: int = 0) -> Path:
     ViTModel(config, add_pooling_layer=False).save_pretrained(directory)
     ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
                       image_std=[0.229, 0.224, 0.225]).save_pretrained(directory)
+    return directory
+
+
+def random_lpips_trunk(net: str = "alex", seed: int = 0) -> Dict[str, torch.Tensor]:
+    """LPIPS's trunk with random weights, under torchvision's ``features`` names: a CPU generator
+    seeded with ``seed``, then for each key of the trunk's state dict in order, weights
+    ``randn * sqrt(2 / fan_in)`` (He-normal, so activations keep their scale through the ReLUs)
+    and biases ``randn * 0.1``. ``scripts/parity/lpips_metric.py`` draws the official run's
+    trunk by the same rule; its fixture stores per-tensor sums that the parity test compares."""
+    import math
+
+    from ..evaluation.lpips import LPIPSTrunk
+
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in LPIPSTrunk(net).state_dict().items():
+        if key.endswith("weight"):
+            out[key] = torch.randn(value.shape, generator=gen) * math.sqrt(2.0 / math.prod(value.shape[1:]))
+        else:
+            out[key] = torch.randn(value.shape, generator=gen) * 0.1
+    return out
+
+
+def save_random_lpips(directory: PathLike, net: str = "alex", seed: int = 0) -> Path:
+    """A folder for ``load_lpips(net, directory)`` (``--lpips-weights``): the trunk of
+    :func:`random_lpips_trunk` as ``features.*`` in torchvision's released file name (AlexNet 10 MB,
+    VGG16 59 MB; the classifier, which LPIPS never reads, is left out) and random linear layers
+    (uniform in [0, 1): the released ones are non-negative) as ``<net>.pth``. Returns the folder."""
+    from ..evaluation.lpips import NETS
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trunk = {f"features.{k}": v for k, v in random_lpips_trunk(net, seed).items()}
+    gen = torch.Generator().manual_seed(seed + 1)
+    linear = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1, generator=gen) for k, c in enumerate(NETS[net].channels)}
+    for name, state in ((NETS[net].file, trunk), (f"{net}.pth", linear)):
+        with atomic_path(directory / name) as tmp:
+            torch.save(state, tmp)
     return directory
 
 
