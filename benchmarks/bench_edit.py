@@ -1,4 +1,14 @@
-"""Benchmark Shap-E latent editing: edit-friendly DDPM inversion + regeneration at full size.
+"""Benchmark Shap-E latent editing at full size: encode an asset, invert it, regenerate it.
+
+The chain of issue 11 (GPU target: encode + invert + regenerate <= 3 s on an H100 in fp16), with
+edit-friendly DDPM inversion.
+
+Encode: Shap-E's encoder at the released size with random weights (``bench_encode.py``'s
+``build_encoder``/``bench_mesh``/``time_encode``: a 960-face vertex-coloured sphere), timed as
+input preparation (40 renders, farthest-point sampling of 16384 of 2^19 points, 20 lit views) and
+forward; its latent is the one inverted. ``--skip-encode`` starts from a random latent instead (the
+behaviour before the encode step), ``--asset-latent PATH`` from a latent file (e.g. written by
+``sharpit-encode`` / ``inference.encode``); neither times an encode.
 
 The full-size prior (``openai/shap-e``'s architecture, random weights; built as in
 ``bench_coarse.py``) inverts one latent with ``--steps`` DDPM steps (SPEC: 128, CFG 12) and
@@ -6,14 +16,11 @@ regenerates it at each ``--strengths`` (restart at ``int(steps * strength)``: st
 steps, 1.0 = 128). Every DDPM step is one CFG-batched prior call (batch 2), so the time is steps
 times the per-step time. Also: the inversion's size in memory and on disk, and save + load.
 
-The latent to edit: ``--asset-latent PATH`` (a latent file that ``sharpit.coarse.load_latents``
-reads, e.g. from ``sharpit-encode`` / ``inference.encode``); the encode step itself is timed by
-the encoder's own tools and added to the total by whoever runs the full chain. Without it, a random
-latent in [-1, 1] (the content does not change the timing).
+The content of the latent does not change the inversion's timing.
 
 GPU (full run):
     python benchmarks/bench_edit.py --device cuda --dtype float16
-CPU (reduced: a few steps timed, the rest extrapolated):
+CPU (reduced: a few steps timed, the rest extrapolated; the encode alone takes ~12 minutes here):
     python benchmarks/bench_edit.py --device cpu --timed-steps 4
 """
 
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import torch
 from bench_coarse import build
+from bench_encode import bench_mesh, build_encoder, time_encode
 from benchutil import peak_memory_bytes, sync
 
 GPU_TARGET_S = 3.0   # issue 11: encode + invert + regenerate one asset <= 3 s on an H100 in fp16
@@ -46,7 +54,9 @@ def main(argv=None):
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--guidance", type=float, default=12.0, help="CFG scale of inversion and edit (SPEC: 12)")
     ap.add_argument("--asset-latent", type=Path, default=None,
-                    help="edit this latent file (.safetensors/.pt, one latent) instead of a random latent")
+                    help="edit this latent file (.safetensors/.pt, one latent) instead of encoding an asset")
+    ap.add_argument("--skip-encode", action="store_true",
+                    help="no encode step: invert a random latent in [-1, 1] (the content does not change the timing)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     args = ap.parse_args(argv)
 
@@ -55,17 +65,33 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
-    gen = build(device, dtype)
+    rows = []
+    encode_s = 0.0
     if args.asset_latent is not None:
-        latents, _ = load_latents(args.asset_latent, width=gen.latent_width)
-        source = str(args.asset_latent)
-    else:
-        latents = torch.randn(1, gen.latent_width, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
-        source = "random latent in [-1, 1]"
+        latents, _ = load_latents(args.asset_latent)
+        source = f"{args.asset_latent} (no encode timed)"
+    elif args.skip_encode:
+        latents = torch.randn(1, 1024 * 1024, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+        source = "random latent in [-1, 1] (--skip-encode)"
+    else:   # before the prior is built: the two full-size models are never in memory together
+        encoder = build_encoder(device, dtype=dtype)
+        mesh = bench_mesh()
+        prep_s, forward_s, latents = time_encode(encoder, mesh, device)
+        encode_s = prep_s + forward_s
+        del encoder
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        source = f"encoded {mesh.num_faces}-face vertex-coloured sphere (full-size encoder, random weights)"
+        rows.append(("encode: input preparation (renders, point sampling)", f"{prep_s:.2f}", "measured, one run"))
+        rows.append(("encode: encoder forward", f"{forward_s:.3f}", "measured, one run"))
+        rows.append(("encode", f"{encode_s:.2f}", "measured"))
+    gen = build(device, dtype)
+    latents = latents.float()
+    if latents.shape[1] != gen.latent_width:
+        raise SystemExit(f"the latent has width {latents.shape[1]}, the prior takes {gen.latent_width}")
     latents = latents.to(device)
     run_steps = args.timed_steps or args.steps
     extrapolated = run_steps != args.steps
-    rows = []
 
     def clock(fn):
         sync(device)
@@ -93,8 +119,10 @@ def main(argv=None):
         totals[strength] = per_step * args.steps + per * full
         rows.append((f"edit strength {strength}, {full} steps", f"{per * full:.2f}",
                      "extrapolated" if extrapolated else "measured"))
-        rows.append((f"invert + edit strength {strength}", f"{totals[strength]:.2f}",
-                     f"GPU target incl. encode: {GPU_TARGET_S} s"))
+        rows.append((f"invert + edit strength {strength}", f"{totals[strength]:.2f}", "no encode"))
+        if encode_s:
+            rows.append((f"encode + invert + edit strength {strength}", f"{encode_s + totals[strength]:.2f}",
+                         f"GPU target: {GPU_TARGET_S} s"))
 
     full_bytes = (2 * args.steps + 1) * gen.latent_width * 4
     half = int(args.steps * 0.5)
