@@ -40,8 +40,9 @@ object id, as in Objaverse's ``glbs/000-023/<uid>.glb``):
   a warning and becomes "".
 
 Output: see :mod:`training.shards` (and ``latents/`` with ``--coarse encode``). A broken asset
-(an unreadable file, a missing latent, a mesh the encoder refuses) is logged to ``failed-r<rank>.jsonl`` and
-skipped (a rerun retries it); a folder that cannot be written stops the run.
+(an unreadable file, a missing latent, a mesh the encoder refuses) is logged to
+``failed-r<rank>.jsonl`` and skipped (a rerun retries it); a folder that cannot be written stops
+the run.
 
 Progress is kept per object, not per shard: each pair is appended to its rank's open tar and
 ``fsync``-ed, and only then recorded as finished by a line appended to ``index-r<rank>.jsonl``
@@ -70,8 +71,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from sharpit.coarse.render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, CheckpointError,
-                            ConfigError,
-                            CorruptFileError, InputError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
+                            ConfigError, CorruptFileError, InputError, OutputNotWritableError, SharpItError,
+                            WeightsNotFoundError)
 from sharpit.sources import SHAP_E_HUB_ID, TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, TRANSMITTER_URL
 
 from sharpit.checks import (at_least, check_device_available, check_input_dir, check_input_file, check_model_source,
