@@ -33,7 +33,7 @@ def build_encoder(device, tiny: bool = False, dtype: Optional[torch.dtype] = Non
         torch.manual_seed(0)
         encoder = ShapEEncoder().eval()
     encoder = encoder.to(device)
-    return encoder if dtype is None else encoder.to(dtype)
+    return encoder if dtype in (None, encoder.dtype) else encoder.to(dtype)
 
 
 def bench_mesh():
