@@ -7,6 +7,7 @@ Usage (from the repository root, or ``sharpit-evaluate``)::
         --inception-weights weights-inception-2015-12-05-6726825d.pth
     accelerate launch --num_processes 4 -m inference.evaluate ...        # split across processes
     python -m inference.evaluate --tiny --out reports/smoke                # offline, tiny models, seconds
+    python -m inference.evaluate ... --metrics clip,dino,psnr,ssim,lpips,geometry   # no FID (no Inception weights)
 
 ``--assets`` is a folder of meshes (``.glb``/``.gltf``/``.obj``, the file stem is the object id, as
 ``training/prepare_pairs.py``) or a text file listing mesh paths; ``--latents`` holds each object's
@@ -15,13 +16,21 @@ Shap-E latent (``<id>.pt`` Cap3D-style or ``<id>.safetensors``), the coarse inpu
 ``sharpit`` and ``folder:PATH`` (a saved SharpIt3DPipeline or SharpItRefinePipeline folder, e.g. your
 training run); see :mod:`sharpit.evaluation.methods`.
 
+``--metrics`` picks the metrics (default all: fid, clip, dino, psnr, ssim, lpips, geometry;
+:data:`sharpit.evaluation.run.METRICS`); only the extractors those need are checked and loaded.
+Extractor weights are never downloaded: ``--inception-weights FILE`` (FID), ``--clip`` / ``--dino``
+(hub ids or folders), ``--lpips-weights DIR`` (the LPIPS trunk and linear layers,
+:mod:`sharpit.evaluation.lpips`), or their default places (torch's hub cache, the Hugging Face
+cache, the ``lpips`` pip package).
+
 Writes to ``--out``: ``config.json``, ``results.jsonl`` (one line per asset x method), ``failures.jsonl``,
 ``grids/``, ``features/``, ``table.md``, ``distributions.png``, ``time_vs_quality.png``, ``index.html``
 (:mod:`sharpit.evaluation.records`, :mod:`sharpit.evaluation.report`). Re-running the same command
 skips finished pairs; a folder made with other settings is refused.
 
 Every flag is checked before torch loads a model. Exit codes: 0 done; 2 bad input (one line);
-3 weights missing; 4 some assets failed (logged, the others done); 130 interrupted.
+3 weights missing (a model or an extractor: the message names the flag that takes a local path);
+4 some assets failed (logged, the others done); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from inference.common import add_model_args, check_weights, main_guard
-from sharpit.errors import EXIT_ITEMS_FAILED, AssetNotFoundError, InputError
+from sharpit.errors import EXIT_ITEMS_FAILED, AssetNotFoundError, InputError, WeightsNotFoundError
 
 _ASSET_SUFFIXES = (".glb", ".gltf", ".obj")
 
@@ -54,10 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sdedit-strength", type=float, default=None,
                         help="SDEdit strength of zero123plus_sdedit, in (0, 1) (0.6)")
     ex = parser.add_argument_group("metrics")
+    ex.add_argument("--metrics", default=None,
+                    help="comma-separated metrics to compute: fid, clip, dino, psnr, ssim, lpips, geometry (default: all)")
     ex.add_argument("--inception-weights", default=None,
                     help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (default: torch's hub cache)")
     ex.add_argument("--clip", default=None, help="CLIP model, hub id or folder (openai/clip-vit-large-patch14)")
     ex.add_argument("--dino", default=None, help="DINO model, hub id or folder (facebook/dino-vitb16)")
+    ex.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"], help="LPIPS trunk (alex, lpips' default)")
+    ex.add_argument("--lpips-weights", default=None,
+                    help="folder with torchvision's trunk file (alexnet-owt-7be5be79.pth / vgg16-397923af.pth) and/or "
+                         "lpips' v0.1 linear layers (alex.pth / vgg.pth); default: torch's hub cache and the lpips "
+                         "pip package")
     ex.add_argument("--points", type=int, default=None, help="points sampled per surface for Chamfer/F-score (10000)")
     add_model_args(parser)
     return parser
@@ -104,7 +120,9 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     from sharpit.checks import check_device_available, check_output_dir, parse_device
     from sharpit.evaluation.methods import SDEDIT_STRENGTH, parse_methods
     from sharpit.evaluation.records import check_config
-    from training.prepare_pairs import _find_latents, read_captions
+    from sharpit.coarse import find_latents
+    from sharpit.evaluation.run import parse_metrics
+    from training.prepare_pairs import read_captions
 
     if args.seed < 0:
         raise InputError(f"--seed must be an integer >= 0, got {args.seed}")
@@ -117,6 +135,7 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
         raise InputError(f"--sdedit-strength must lie in (0, 1) (SDEdit starts from the noised coarse grid), got {strength}")
     device = parse_device(args.device)
     specs = parse_methods(args.methods)
+    metrics = parse_metrics(args.metrics)
     if not str(args.out).strip():
         raise InputError("--out is empty; name the run folder, e.g. --out reports/my-run")
     out = Path(args.out)
@@ -125,7 +144,8 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     if args.tiny:
         given = [f for f, v in (("--pipeline", args.pipeline), ("--refiner", args.refiner),
                                 ("--inception-weights", args.inception_weights), ("--clip", args.clip),
-                                ("--dino", args.dino)) if v]
+                                ("--dino", args.dino), ("--lpips-weights", args.lpips_weights),
+                                ("--lpips-net", args.lpips_net != "alex")) if v]
         if given:
             raise InputError(f"--tiny uses random tiny models and cannot be combined with {given[0]}; drop one of them")
     else:
@@ -137,7 +157,9 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     if args.assets is not None:
         assets = _find_assets(args.assets)
     if args.latents is not None:
-        latents = _find_latents(args.latents)
+        latents = find_latents(args.latents)
+        if not latents:
+            raise InputError(f"--latents {args.latents}: no .safetensors, .pt or .pth latent in this folder")
     if args.captions is not None:
         try:
             captions = read_captions(args.captions)
@@ -154,17 +176,61 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     check_device_available(device)
     check_output_dir(out, "--out")
     check_weights(args, need_coarse=True)
+    if not args.tiny:
+        _check_extractors(args, metrics)
     config = {
         "version": 1, "seed": args.seed, "tiny": bool(args.tiny),
         "models": {k: getattr(args, k) for k in ("pipeline", "shap_e", "zero123plus", "sharpit_unet", "refiner",
                                                  "instantmesh", "instantmesh_variant", "dtype")},
-        "extractors": {"inception": args.inception_weights, "clip": args.clip, "dino": args.dino},
+        "metrics": list(metrics),
+        "extractors": {"inception": args.inception_weights, "clip": args.clip, "dino": args.dino,
+                       "lpips": args.lpips_weights, "lpips_net": args.lpips_net},
         "geometry": {"points": args.points}, "sdedit_strength": strength,
         "methods": {s.key: {"name": s.name, "path": s.path} for s in specs},
     }
     config = check_config(out, config)
     return {"assets": assets, "latents": latents, "captions": captions, "specs": specs, "out": out,
-            "device": device, "config": config, "strength": strength}
+            "device": device, "config": config, "strength": strength, "metrics": metrics}
+
+
+def _check_extractors(args: argparse.Namespace, metrics) -> None:
+    """Before loading: the weights of every extractor ``metrics`` need are here (a hub id: cached
+    or the hub reachable). Every missing one is reported in one message.
+
+    Raises:
+        AssetNotFoundError, InputError, CheckpointError: a given path that does not exist or is
+            the wrong kind (exit 2, names the flag).
+        WeightsNotFoundError: weights missing here (exit 3); names each flag that takes a local path.
+    """
+    from sharpit.checks import check_model_source
+    from sharpit.evaluation.fid import inception_weights_path
+    from sharpit.evaluation.lpips import lpips_weight_files
+    from sharpit.evaluation.similarity import DEFAULT_CLIP, DEFAULT_DINO
+
+    layout = "config.json, model.safetensors and preprocessor_config.json, as {} on the hub"
+    checks = {
+        "fid": ("--inception-weights", lambda: inception_weights_path(args.inception_weights)),
+        "clip": ("--clip", lambda: check_model_source(args.clip or DEFAULT_CLIP, "--clip", "a CLIP model folder",
+                                                      ["config.json", "preprocessor_config.json"],
+                                                      layout.format(DEFAULT_CLIP))),
+        "dino": ("--dino", lambda: check_model_source(args.dino or DEFAULT_DINO, "--dino", "a DINO ViT model folder",
+                                                      ["config.json", "preprocessor_config.json"],
+                                                      layout.format(DEFAULT_DINO))),
+        "lpips": ("--lpips-weights", lambda: lpips_weight_files(args.lpips_net, args.lpips_weights)),
+    }
+    missing = []
+    for metric, (flag, check) in checks.items():
+        if metric in metrics:
+            try:
+                check()
+            except WeightsNotFoundError as exc:
+                missing.append((flag, exc))
+    if missing:
+        first = missing[0][1]
+        if len(missing) > 1:
+            first.args = (f"{first} Also missing here: {', '.join(f for f, _ in missing[1:])} (or leave those "
+                          f"metrics out with --metrics).",)
+        raise first
 
 
 def _eval_assets(assets, latents, captions, limit) -> list:
@@ -174,9 +240,10 @@ def _eval_assets(assets, latents, captions, limit) -> list:
     return [EvalAsset(oid, path, latents.get(oid), captions.get(oid, "")) for oid, path in chosen]
 
 
-#: Refiner settings of ``--tiny`` runs on top of the tiny pipeline's defaults: two steps (SDEdit at
-#: 0.6 keeps one) without CFG keep the smoke run short (the tiny models are random anyway).
-TINY_EVAL_OVERRIDES = {"refine_steps": 2, "guidance_scale": 1.0}
+#: Settings of ``--tiny`` runs on top of the tiny pipeline's defaults: two refiner steps (SDEdit at
+#: 0.6 keeps one) without CFG, and coarser marching-cubes grids (coarse 16, reconstructor 32) keep
+#: the smoke run short (the tiny models are random anyway; the views stay full size).
+TINY_EVAL_OVERRIDES = {"refine_steps": 2, "guidance_scale": 1.0, "coarse_grid_size": 16, "mesh_resolution": 32}
 
 
 def _plan(args: argparse.Namespace, checked: Dict[str, Any]):
@@ -192,12 +259,13 @@ def _plan(args: argparse.Namespace, checked: Dict[str, Any]):
         # the generated set, unless --assets/--latents/--captions name another one
         from sharpit.testing.evaluation import save_tiny_eval_inputs
         from sharpit.testing.pipeline import save_tiny_models, tiny_cache_dir
-        from training.prepare_pairs import _find_latents, find_assets, read_captions
+        from sharpit.coarse import find_latents
+        from training.prepare_pairs import find_assets, read_captions
 
         save_tiny_models(tiny_cache_dir())
         tiny_paths.update(save_tiny_eval_inputs(tiny_cache_dir()))
         return _eval_assets(checked["assets"] or find_assets(tiny_paths["assets"]),
-                            checked["latents"] or _find_latents(tiny_paths["latents"]),
+                            checked["latents"] or find_latents(tiny_paths["latents"]),
                             checked["captions"] or read_captions(tiny_paths["captions"]), args.limit)
 
     def load_runner(device):
@@ -240,14 +308,21 @@ def _plan(args: argparse.Namespace, checked: Dict[str, Any]):
     def load_extractors(device):
         from sharpit.evaluation.fid import load_inception
         from sharpit.evaluation.geometry import FSCORE_THRESHOLD, NUM_POINTS
+        from sharpit.evaluation.lpips import load_lpips
         from sharpit.evaluation.run import Extractors
         from sharpit.evaluation.similarity import DEFAULT_CLIP, DEFAULT_DINO, load_clip, load_dino
 
-        inception = tiny_paths["inception"] if args.tiny else args.inception_weights
-        return Extractors(load_inception(inception, device), load_clip(tiny_paths.get("clip", args.clip or DEFAULT_CLIP),
-                                                                       device),
-                          load_dino(tiny_paths.get("dino", args.dino or DEFAULT_DINO), device),
-                          args.points or (2000 if args.tiny else NUM_POINTS), FSCORE_THRESHOLD)
+        metrics = checked["metrics"]
+        sources = {"inception": args.inception_weights, "clip": args.clip or DEFAULT_CLIP,
+                   "dino": args.dino or DEFAULT_DINO, "lpips": args.lpips_weights}
+        sources.update({k: v for k, v in tiny_paths.items() if k in sources})   # --tiny: the tiny ones
+        return Extractors(
+            metrics,
+            inception=load_inception(sources["inception"], device) if "fid" in metrics else None,
+            clip=load_clip(sources["clip"], device) if "clip" in metrics else None,
+            dino=load_dino(sources["dino"], device) if "dino" in metrics else None,
+            lpips=load_lpips(args.lpips_net, sources["lpips"], device) if "lpips" in metrics else None,
+            num_points=args.points or (2000 if args.tiny else NUM_POINTS), fscore_threshold=FSCORE_THRESHOLD)
 
     def report(out):
         from sharpit.evaluation.records import write_config

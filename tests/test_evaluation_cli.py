@@ -138,3 +138,47 @@ def test_bad_input_is_one_line_before_anything_loads(tiny, extra, needle, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tiny["root"] / "bad-run").exists()
+
+
+def test_every_method_and_saved_folders_with_a_cheap_metric_set(tiny, tmp_path, monkeypatch):
+    """shap_e, zero123plus_sdedit, sharpit and two ``folder:`` methods (a saved
+    SharpItRefinePipeline and a saved SharpIt3DPipeline) run on one asset with every metric but
+    FID: each has its grid, its metric values (geometry measured on its mesh) and its table rows."""
+    from inference.evaluate import main
+    from sharpit.pipeline import SharpIt3DPipeline
+    from sharpit.testing.refine import save_tiny_sharpit_pipeline
+
+    monkeypatch.setenv("SHARPIT_CACHE", str(tiny["cache"]))
+    refiner = save_tiny_sharpit_pipeline(tmp_path / "my-refiner")
+    SharpIt3DPipeline.from_tiny(tiny["cache"] / "tiny-models").save_pretrained(tmp_path / "my-pipeline")
+    out = tmp_path / "run"
+    methods = f"shap_e,zero123plus_sdedit,sharpit,folder:{refiner},folder:{tmp_path / 'my-pipeline'}"
+    argv = ["--tiny", "--assets", str(tiny["assets"] / "cube.glb"), "--latents", str(tiny["latents"]), "--captions",
+            str(tiny["captions"]), "--methods", methods, "--metrics", "clip,dino,psnr,ssim,lpips,geometry",
+            "--points", "500", "--device", "cpu", "--out", str(out)]
+    (tmp_path / "list.txt").write_text(f"{tiny['assets'] / 'cube.glb'}\n")
+    argv[argv.index("--assets") + 1] = str(tmp_path / "list.txt")
+    assert main(argv) == 0
+    results = {r["method"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    keys = {"shap_e": "shap_e", "zero123plus_sdedit": "zero123plus_sdedit", "sharpit": "sharpit",
+            f"folder:{refiner}": "folder_my_refiner", f"folder:{tmp_path / 'my-pipeline'}": "folder_my_pipeline"}
+    assert set(results) == set(keys)
+    for method, key in keys.items():
+        r = results[method]
+        assert r["method_key"] == key and (out / r["grid"]).read_bytes()[:4] == b"\x89PNG"
+        assert all(-1 <= v <= 1 for v in r["clip_per_view"] + r["dino_per_view"]) and len(r["lpips_per_view"]) == 6
+        assert r["lpips"] > 0 and 0 < r["ssim"] < 1 and 0 < r["psnr"] < 60
+        assert 0 < r["chamfer"] < 1 and 0 <= r["fscore"] <= 1 and r["seconds"] > 0
+        assert "fid" not in r and "features" not in r
+    assert not (out / "features").exists()
+    # the refined meshes are the reconstructor's, not the coarse STF mesh
+    assert results["sharpit"]["chamfer"] != results["shap_e"]["chamfer"]
+    table = (out / "table.md").read_text()
+    for row in ("| Sharp-It | 6.60 | - | 0.90 | 0.", "| Zero123++ + SDEdit | 19.13 | - | 0.87 | 0.",
+                "| Shap-E (coarse) | - | - | - | 0.", f"| folder:{refiner} | - | - | - | 0."):
+        assert row in table, table
+    for method in keys:
+        assert re.search(rf"\| {re.escape(method)} \| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", table), method
+    page = (out / "index.html").read_text()
+    assert {Path(link).name for link in re.findall(r'src="([^"]+)"', page)} == \
+        {"coarse.png", "ground_truth.png", *(f"{k}.png" for k in keys.values())}

@@ -37,7 +37,8 @@ default, which is not the published protocol.
 Weights: ``weights-inception-2015-12-05-6726825d.pth`` (torch-fidelity's release,
 :data:`INCEPTION_URL`). Pass its path, or leave it in torch's hub cache
 (``$TORCH_HOME/hub/checkpoints/``) where torch-fidelity itself would download it; nothing is
-downloaded here.
+downloaded here (:func:`inception_weights_path`: a missing default file is a
+:class:`~sharpit.errors.WeightsFileNotFoundError`, exit code 3 of the command line).
 
 Loading note: torch-fidelity's package ``__init__`` imports torchvision (for its CIFAR/STL data
 sets and CLIP/DINOv2 extractors), which a CPU-only torch cannot always import (PyPI's torchvision
@@ -59,11 +60,11 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ..errors import AssetNotFoundError, CheckpointError, ConfigError
+from ..errors import AssetNotFoundError, CheckpointError, ConfigError, InputError, WeightsFileNotFoundError
 from .images import quantize
 
 __all__ = ["INCEPTION_URL", "INCEPTION_FILE", "FID_FEATURE", "inception_class", "default_inception_weights",
-           "load_inception", "inception_features", "trace_sqrt_product", "frechet_distance", "fid"]
+           "inception_weights_path", "load_inception", "inception_features", "trace_sqrt_product", "frechet_distance", "fid"]
 
 #: torch-fidelity's Inception weights (the TF FID graph's, converted).
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -104,6 +105,30 @@ def default_inception_weights() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
+def inception_weights_path(weights: Union[str, Path, None] = None, flag: str = "--inception-weights") -> Path:
+    """The Inception weights file to load: ``weights`` when given, else :func:`default_inception_weights`.
+
+    Raises:
+        AssetNotFoundError: ``weights`` does not exist. InputError: ``weights`` is a folder.
+        WeightsFileNotFoundError: no ``weights`` and nothing at the default place (how to get the
+            file, and that ``flag`` takes its path).
+    """
+    if weights is not None:
+        path = Path(weights)
+        if not path.exists():
+            raise AssetNotFoundError(path, f"{flag}: no such file; pass torch-fidelity's {INCEPTION_FILE} "
+                                           f"(download {INCEPTION_URL})")
+        if not path.is_file():
+            raise InputError(f"{flag} {path} is a folder; pass the file {INCEPTION_FILE}")
+        return path
+    path = default_inception_weights()
+    if not path.is_file():
+        raise WeightsFileNotFoundError(INCEPTION_FILE, f"FID needs torch-fidelity's Inception weights: download "
+                                                       f"{INCEPTION_URL} and pass it with {flag} FILE (or put it at "
+                                                       f"{path}).")
+    return path
+
+
 def load_inception(weights: Union[str, Path, None] = None, device: Union[str, torch.device] = "cpu"):
     """torch-fidelity's InceptionV3 feature extractor (pool3 features), in eval mode on ``device``.
 
@@ -111,14 +136,10 @@ def load_inception(weights: Union[str, Path, None] = None, device: Union[str, to
         weights: a local ``.pth`` state dict in torch-fidelity's layout; None uses
             :func:`default_inception_weights`.
     Raises:
-        AssetNotFoundError: no such file (the message says where to download it).
+        AssetNotFoundError, InputError, WeightsFileNotFoundError: see :func:`inception_weights_path`.
         CheckpointError: a file that is not a plain tensor state dict of this network.
     """
-    path = Path(weights) if weights is not None else default_inception_weights()
-    if not path.is_file():
-        raise AssetNotFoundError(path, f"FID needs torch-fidelity's Inception weights: download {INCEPTION_URL} "
-                                     f"and pass it with --inception-weights (or put it at "
-                                     f"{default_inception_weights()})")
+    path = inception_weights_path(weights)
     # torch-fidelity reads the file with torch.load(weights_only=False). Read it first with the
     # restricted unpickler: a file it accepts names only tensor-rebuild globals, so the second
     # read can execute nothing else.

@@ -46,7 +46,8 @@ from ..errors import AssetNotFoundError, CheckpointError, InputError, WeightsFil
 from .images import quantize
 
 __all__ = ["SHIFT", "SCALE", "EPS", "LPIPS_VERSION", "NETS", "DEFAULT_NET", "Trunk", "LPIPSTrunk", "LPIPS",
-           "default_trunk_path", "bundled_linear_path", "lpips_weight_files", "load_lpips", "lpips_distance"]
+           "default_trunk_path", "bundled_linear_path", "lpips_weight_files", "load_lpips", "LPIPSReference",
+           "lpips_reference", "lpips_distance"]
 
 #: The package's ScalingLayer: ``(x - SHIFT) / SCALE`` on inputs in [-1, 1].
 SHIFT = (-0.030, -0.088, -0.188)
@@ -166,13 +167,19 @@ class LPIPS(nn.Module):
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor, per_layer: bool = False):
-        feats_a = self.trunk((a - self.shift) / self.scale)
-        feats_b = self.trunk((b - self.shift) / self.scale)
-        terms = torch.stack([lin((_unit(fa) - _unit(fb)) ** 2).mean(dim=(2, 3))[:, 0]
+    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(N, 3, H, W) in [-1, 1] -> the five unit-normalised tapped features (N, C_k, H_k, W_k)."""
+        return [_unit(f) for f in self.trunk((x - self.shift) / self.scale)]
+
+    def compare(self, feats_a: List[torch.Tensor], feats_b: List[torch.Tensor], per_layer: bool = False):
+        """Distances of two feature sets from :meth:`features` (see the class docstring)."""
+        terms = torch.stack([lin((fa - fb) ** 2).mean(dim=(2, 3))[:, 0]
                              for lin, fa, fb in zip(self.linear, feats_a, feats_b)], dim=1)
         distance = terms.sum(dim=1)
         return (distance, terms) if per_layer else distance
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, per_layer: bool = False):
+        return self.compare(self.features(a), self.features(b), per_layer)
 
 
 def default_trunk_path(net: str = DEFAULT_NET) -> Path:
@@ -282,28 +289,58 @@ def load_lpips(net: str = DEFAULT_NET, weights: Union[str, Path, None] = None,
     return model.eval().requires_grad_(False).to(device)
 
 
+@dataclass
+class LPIPSReference:
+    """The reference views of :func:`lpips_distance`, their features computed once (a run compares
+    every method with the same ground-truth views): ``shape`` (N, 3, H, W) of the views,
+    ``features`` the five tapped, unit-normalised (N, C_k, H_k, W_k) tensors."""
+
+    shape: Tuple[int, ...]
+    features: List[torch.Tensor]
+
+
+def _as_input(model: LPIPS, images: torch.Tensor) -> torch.Tensor:
+    """8-bit views to the model's [-1, 1] input, as the package's ``im2tensor`` (``x / 127.5 - 1``)."""
+    return images.to(device=model.shift.device, dtype=model.shift.dtype) / 127.5 - 1
+
+
+def _views(images: torch.Tensor, name: str) -> torch.Tensor:
+    x = quantize(images)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise InputError(f"LPIPS {name} must be (N, 3, H, W) RGB views, got {tuple(x.shape)}")
+    if min(x.shape[2:]) < 32:
+        raise InputError(f"LPIPS needs views of at least 32x32 pixels, got {x.shape[2]}x{x.shape[3]}")
+    return x
+
+
 @torch.no_grad()
-def lpips_distance(model: LPIPS, images: torch.Tensor, reference: torch.Tensor, batch_size: int = 6) -> List[float]:
+def lpips_reference(model: LPIPS, reference: torch.Tensor, batch_size: int = 6) -> LPIPSReference:
+    """The features of reference views ((N, 3, H, W) uint8, or float in [0, 1]) for :func:`lpips_distance`."""
+    x = _views(reference, "references")
+    feats = [model.features(_as_input(model, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return LPIPSReference(tuple(x.shape), [torch.cat(layer) for layer in zip(*feats)])
+
+
+@torch.no_grad()
+def lpips_distance(model: LPIPS, images: torch.Tensor, reference: Union[torch.Tensor, LPIPSReference],
+                   batch_size: int = 6) -> List[float]:
     """LPIPS of each view against its reference: N floats >= 0 (lower is closer).
 
     Args:
-        images, reference: (N, 3, H, W) uint8, or float in [0, 1] (quantised to 8 bits first,
-            like every image metric here); converted to [-1, 1] as the package's ``im2tensor``
-            (``x / 127.5 - 1``).
+        images: (N, 3, H, W) uint8, or float in [0, 1] (quantised to 8 bits first, like every
+            image metric here), converted to [-1, 1] as the package's ``im2tensor``.
+        reference: the N reference views in the same form, or their :func:`lpips_reference`.
     Raises:
-        InputError: different shapes, or views smaller than 32x32.
+        InputError: views and references of different shapes, or views smaller than 32x32.
     """
-    a, b = quantize(images), quantize(reference)
-    if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
-        raise InputError(f"LPIPS needs views and references of the same (N, 3, H, W) shape, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
-    if min(a.shape[2:]) < 32:
-        raise InputError(f"LPIPS needs views of at least 32x32 pixels, got {a.shape[2]}x{a.shape[3]}")
-    device = model.shift.device
-    dtype = model.shift.dtype
+    x = _views(images, "views")
+    if not isinstance(reference, LPIPSReference):
+        reference = lpips_reference(model, reference, batch_size)
+    if tuple(x.shape) != reference.shape:
+        raise InputError(f"LPIPS needs views and references of the same (N, 3, H, W) shape, got {tuple(x.shape)} "
+                         f"and {reference.shape}")
     out: List[float] = []
-    for i in range(0, len(a), batch_size):
-        x = a[i:i + batch_size].to(device=device, dtype=dtype) / 127.5 - 1
-        y = b[i:i + batch_size].to(device=device, dtype=dtype) / 127.5 - 1
-        out += model(x, y).float().cpu().tolist()
+    for i in range(0, len(x), batch_size):
+        ref = [f[i:i + batch_size] for f in reference.features]
+        out += model.compare(model.features(_as_input(model, x[i:i + batch_size])), ref).float().cpu().tolist()
     return out

@@ -5,8 +5,8 @@ every finished pair): ``table.md``, ``distributions.png``, ``time_vs_quality.png
   numbers (:data:`PAPER_TABLE`, SPEC section 6) beside ours, then the per-view and geometry
   metrics. FID per method is computed over all its views against the ground-truth views of the
   same assets (:func:`.fid.frechet_distance` of the saved Inception features).
-* plots (matplotlib, Agg): per-asset distributions of each metric by method; mean time against
-  mean CLIP and DINO similarity.
+* plots (matplotlib, Agg): per-asset distributions of each measured metric by method; mean time
+  against mean quality (CLIP and DINO similarity when measured).
 * ``index.html``: per asset a row of grids, coarse | each method | ground truth, with relative
   paths, no script and no external resource, so the folder opens offline.
 """
@@ -34,7 +34,11 @@ PAPER_TABLE = {
 }
 #: The paper's row of each built-in method.
 PAPER_NAMES = {"sharpit": "Sharp-It", "zero123plus_sdedit": "Zero123++ + SDEdit"}
-_PER_ASSET = ("clip", "dino", "psnr", "ssim", "chamfer", "fscore", "seconds")
+_PER_ASSET = ("clip", "dino", "psnr", "ssim", "lpips", "chamfer", "fscore", "seconds")
+#: Per-asset metrics the distribution plot shows (those the run measured), and the quality
+#: axes of the time-vs-quality plot (the first two the run has).
+_PLOTTED = ("clip", "dino", "lpips", "psnr", "ssim", "chamfer", "fscore")
+_QUALITY = ("clip", "dino", "fid", "lpips", "ssim", "psnr", "fscore", "chamfer")
 
 
 def summarize(out: Path) -> Dict[str, Dict[str, float]]:
@@ -57,13 +61,17 @@ def summarize(out: Path) -> Dict[str, Dict[str, float]]:
             s[key] = sum(values) / len(values) if values else float("nan")
         s["peak_memory_gib"] = max(r["peak_memory_bytes"] for r in rows) / 2 ** 30
         s["metrics_seconds"] = sum(r["metrics_seconds"] for r in rows) / len(rows)
+        s["fid"] = float("nan")
+        if not all(r.get("features") for r in rows):   # a run without FID (--metrics)
+            summary[method] = s
+            continue
         try:
             ours = torch.cat([load_file(str(out / r["features"]))["inception_pool3"] for r in rows])
             gt = torch.cat([load_file(str(out / "features" / r["asset"] / "ground_truth.safetensors"))["inception_pool3"]
                             for r in rows])
             s["fid"] = frechet_distance(ours, gt)
         except (OSError, ValueError, KeyError, RuntimeError):
-            s["fid"] = float("nan")
+            pass
         summary[method] = s
     return summary
 
@@ -93,11 +101,13 @@ def write_table(out: Path, summary: Dict[str, Dict[str, float]]) -> str:
             lines.append(f"| {label} | - | {_f(s['fid'])} | - | {_f(s['clip'])} | - | {_f(s['dino'])} | - | "
                          f"{_f(s['seconds'], 1)} s |")
     lines += ["", "Per view against the ground-truth renders, and geometry against the ground-truth mesh "
-              "(means over assets; Chamfer unsquared, F-score at 0.05 of the normalised object):", "",
-              "| method | assets | PSNR (dB) | SSIM | Chamfer | F-score | time (s) | peak memory (GiB) | metrics (s) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "(means over assets; LPIPS v0.1, lower is closer; Chamfer unsquared, F-score at 0.05 of the "
+              "normalised object; '-': not measured in this run):", "",
+              "| method | assets | PSNR (dB) | SSIM | LPIPS | Chamfer | F-score | time (s) | peak memory (GiB) | metrics (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for method, s in summary.items():
-        lines.append(f"| {method} | {int(s['n'])} | {_f(s['psnr'])} | {_f(s['ssim'], 3)} | {_f(s['chamfer'], 4)} | "
+        lines.append(f"| {method} | {int(s['n'])} | {_f(s['psnr'])} | {_f(s['ssim'], 3)} | {_f(s['lpips'], 3)} | "
+                     f"{_f(s['chamfer'], 4)} | "
                      f"{_f(s['fscore'], 3)} | {_f(s['seconds'], 1)} | {_f(s['peak_memory_gib'])} | "
                      f"{_f(s['metrics_seconds'], 2)} |")
     failures = read_jsonl(out / FAILURES_FILE)
@@ -115,7 +125,8 @@ def _png(fig) -> bytes:
 
 
 def write_plots(out: Path, summary: Dict[str, Dict[str, float]]) -> None:
-    """``distributions.png`` (per-asset metric values by method) and ``time_vs_quality.png``."""
+    """``distributions.png`` (per-asset values by method of each metric the run measured) and
+    ``time_vs_quality.png`` (mean time against the first two of CLIP, DINO, FID, LPIPS, ... the run has)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -123,28 +134,35 @@ def write_plots(out: Path, summary: Dict[str, Dict[str, float]]) -> None:
 
     records = read_jsonl(out / RESULTS_FILE)
     methods = list(summary)
-    keys = ("clip", "dino", "psnr", "ssim", "chamfer", "fscore")
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for ax, key in zip(axes.flat, keys):
-        data = [[float(r[key]) for r in records if r["method"] == m and r.get(key) is not None
-                 and math.isfinite(float(r[key]))] for m in methods]
-        ax.boxplot([d if d else [float("nan")] for d in data], showmeans=True)
-        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, fontsize=8)
-        ax.set_title(key)
-    fig.suptitle("per-asset metrics by method")
-    write_bytes_atomic(out / "distributions.png", _png(fig))
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key in zip(axes, ("clip", "dino")):
-        for m in methods:
-            ax.scatter([summary[m]["seconds"]], [summary[m][key]], label=m)
-        ax.set_xscale("log")
-        ax.set_xlabel("time per asset (s, log)")
-        ax.set_ylabel(f"mean {key} similarity")
-        ax.legend(fontsize=8)
-    fig.suptitle("time vs quality")
-    write_bytes_atomic(out / "time_vs_quality.png", _png(fig))
-    plt.close(fig)
+    keys = [k for k in _PLOTTED if any(r.get(k) is not None for r in records)]
+    if keys:
+        cols = min(3, len(keys))
+        rows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.5 * rows), squeeze=False)
+        for ax in axes.flat[len(keys):]:
+            ax.set_visible(False)
+        for ax, key in zip(axes.flat, keys):
+            data = [[float(r[key]) for r in records if r["method"] == m and r.get(key) is not None
+                     and math.isfinite(float(r[key]))] for m in methods]
+            ax.boxplot([d if d else [float("nan")] for d in data], showmeans=True)
+            ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, fontsize=8)
+            ax.set_title(key)
+        fig.suptitle("per-asset metrics by method")
+        write_bytes_atomic(out / "distributions.png", _png(fig))
+        plt.close(fig)
+    axes_keys = [k for k in _QUALITY if any(math.isfinite(summary[m].get(k, float("nan"))) for m in methods)][:2]
+    if axes_keys:
+        fig, axes = plt.subplots(1, len(axes_keys), figsize=(5.5 * len(axes_keys), 4), squeeze=False)
+        for ax, key in zip(axes.flat, axes_keys):
+            for m in methods:
+                ax.scatter([summary[m]["seconds"]], [summary[m][key]], label=m)
+            ax.set_xscale("log")
+            ax.set_xlabel("time per asset (s, log)")
+            ax.set_ylabel(key if key == "fid" else f"mean {key}")
+            ax.legend(fontsize=8)
+        fig.suptitle("time vs quality")
+        write_bytes_atomic(out / "time_vs_quality.png", _png(fig))
+        plt.close(fig)
 
 
 def write_gallery(out: Path, summary: Dict[str, Dict[str, float]]) -> None:
@@ -166,10 +184,11 @@ def write_gallery(out: Path, summary: Dict[str, Dict[str, float]]) -> None:
             cells.append(f'<td><img src="{html.escape(rel)}" alt="{html.escape(name)}" width="160"></td>'
                          if (out / rel).is_file() else "<td>-</td>")
         rows.append(f"<tr><th>{html.escape(asset)}<br><small>{html.escape(caption)}</small></th>{''.join(cells)}</tr>")
+    links = [f'<a href="{file}">{label}</a>' for file, label in (("table.md", "table.md"), ("distributions.png",
+             "distributions"), ("time_vs_quality.png", "time vs quality")) if (out / file).is_file()]
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sharpit evaluation</title>"
             "<style>body{font-family:sans-serif}td,th{padding:4px;vertical-align:top}img{display:block}</style>"
-            "</head><body><h1>sharpit evaluation</h1><p><a href=\"table.md\">table.md</a> · "
-            "<a href=\"distributions.png\">distributions</a> · <a href=\"time_vs_quality.png\">time vs quality</a></p>"
+            "</head><body><h1>sharpit evaluation</h1><p>" + " · ".join(links) + "</p>"
             "<table><tr><th>asset</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>\n"
             + "\n".join(rows) + "\n</table></body></html>\n")
     write_bytes_atomic(out / "index.html", page.encode("utf-8"))
@@ -182,5 +201,5 @@ def write_report(out: Path) -> Dict[str, Dict[str, float]]:
     write_table(out, summary)
     if summary:
         write_plots(out, summary)
-    write_gallery(out, summary)
+    write_gallery(out, summary)   # last: it links the files above that exist
     return summary

@@ -9,13 +9,16 @@ writes the report once all are done.
 Per asset: the ground-truth mesh is rendered at the six Zero123++ v1.2 views with the renderer and
 lighting of training targets (``training.renderers.SharpItTargetRenderer``, lambertian, 2x
 supersampled, white background, the object normalised to radius 0.5), at the tile size of the
-method grids (320). For each method not yet done: its grid and mesh (:mod:`.methods`), then
+method grids (320). For each method not yet done: its grid and mesh (:mod:`.methods`), then the
+metrics of the run (:data:`METRICS`, all by default; ``--metrics`` picks some):
 
-* CLIP and DINO cosine similarity of each view with the ground-truth view (mean and per view);
-* PSNR and SSIM per view (the views are pixel-aligned: same cameras, same normalisation);
-* Chamfer distance and F-score of its mesh against the ground-truth mesh (:mod:`.geometry`);
-* the Inception pool3 features of its six views (saved; FID is a set metric, computed by the report);
-* wall time and peak memory of the method, and the metrics' own time (``metrics_seconds``).
+* ``clip``, ``dino``: cosine similarity of each view with the ground-truth view (mean and per view);
+* ``psnr``, ``ssim``, ``lpips``: per view (the views are pixel-aligned: same cameras, same
+  normalisation);
+* ``geometry``: Chamfer distance and F-score of its mesh against the ground-truth mesh (:mod:`.geometry`);
+* ``fid``: the Inception pool3 features of its six views (saved; FID is a set metric, computed by
+  the report);
+* always: wall time and peak memory of the method, and the metrics' own time (``metrics_seconds``).
 
 A broken asset (unreadable mesh, missing latent, empty coarse surface, a method grid of another
 size than the ground truth) is logged to ``failures.jsonl`` and skipped; the others go on.
@@ -36,7 +39,8 @@ from ..errors import InputError, SharpItError
 from .methods import MethodRunner, MethodSpec
 from .records import FAILURES_FILE, RESULTS_FILE, append_jsonl, done_pairs
 
-__all__ = ["Extractors", "EvalAsset", "RunPlan", "evaluate_asset", "evaluate", "GROUND_TRUTH_SHADING", "GROUND_TRUTH_SUPERSAMPLE"]
+__all__ = ["METRICS", "parse_metrics", "Extractors", "EvalAsset", "RunPlan", "evaluate_asset", "evaluate",
+           "GROUND_TRUTH_SHADING", "GROUND_TRUTH_SUPERSAMPLE"]
 
 logger = logging.getLogger("sharpit.evaluation")
 
@@ -45,16 +49,42 @@ GROUND_TRUTH_SHADING = "lambertian"
 GROUND_TRUTH_SUPERSAMPLE = 2
 
 
+#: Every metric a run can compute, in report order; ``geometry`` is Chamfer distance and F-score.
+#: ``fid`` needs the Inception weights, ``clip``/``dino`` their models, ``lpips`` its trunk and
+#: linear layers; ``psnr``, ``ssim`` and ``geometry`` need none.
+METRICS = ("fid", "clip", "dino", "psnr", "ssim", "lpips", "geometry")
+
+
+def parse_metrics(text: Optional[str]) -> Tuple[str, ...]:
+    """``clip,dino,psnr`` -> the named metrics in :data:`METRICS` order; None or ``all``: every one.
+
+    Raises:
+        InputError: an empty list or an unknown name (the message lists the known ones).
+    """
+    if text is None or str(text).strip().lower() == "all":
+        return METRICS
+    names = [n.strip().lower() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise InputError(f"--metrics is empty; name one or more of {', '.join(METRICS)} (or all)")
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise InputError(f"--metrics: unknown metric {unknown[0]!r}; known: {', '.join(METRICS)} (or all)")
+    return tuple(m for m in METRICS if m in names)
+
+
 @dataclass
 class Extractors:
-    """The loaded feature extractors: Inception (:func:`.fid.load_inception`), CLIP and DINO
-    (:class:`.similarity.ImageEmbedder`), and the geometry settings."""
+    """The metrics of a run and what they need: Inception (:func:`.fid.load_inception`), CLIP and
+    DINO (:class:`.similarity.ImageEmbedder`), LPIPS (:func:`.lpips.load_lpips`), each None when
+    its metric is not in ``metrics``; and the geometry settings."""
 
-    inception: Any
-    clip: Any
-    dino: Any
-    num_points: int
-    fscore_threshold: float
+    metrics: Tuple[str, ...]
+    inception: Any = None
+    clip: Any = None
+    dino: Any = None
+    lpips: Any = None
+    num_points: int = 10000
+    fscore_threshold: float = 0.05
 
 
 @dataclass
@@ -90,20 +120,29 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
 
-def _image_metrics(views: torch.Tensor, gt_views: torch.Tensor, gt_embeddings: Dict[str, torch.Tensor],
+def _image_metrics(views: torch.Tensor, gt_views: torch.Tensor, gt_embeddings: Dict[str, Any],
                    ex: Extractors) -> Dict[str, Any]:
+    """The run's image metrics of six views against the ground-truth views (whose CLIP/DINO
+    embeddings and LPIPS features are in ``gt_embeddings``), and the Inception features under
+    ``_features`` for FID."""
     from .fid import inception_features
+    from .lpips import lpips_distance
     from .pixels import psnr, ssim
     from .similarity import cosine_similarity
 
     out: Dict[str, Any] = {}
-    for kind, embedder in (("clip", ex.clip), ("dino", ex.dino)):
-        per_view = cosine_similarity(embedder.embed(views), gt_embeddings[kind]).tolist()
-        out[kind], out[f"{kind}_per_view"] = _mean(per_view), per_view
-    for name, fn in (("psnr", psnr), ("ssim", ssim)):
-        per_view = fn(views, gt_views)
-        out[name], out[f"{name}_per_view"] = _mean(per_view), per_view
-    out["_features"] = inception_features(ex.inception, views)
+    for kind in ("clip", "dino"):
+        if kind in ex.metrics:
+            per_view = cosine_similarity(getattr(ex, kind).embed(views), gt_embeddings[kind]).tolist()
+            out[kind], out[f"{kind}_per_view"] = _mean(per_view), per_view
+    per_view_metrics = {"psnr": lambda: psnr(views, gt_views), "ssim": lambda: ssim(views, gt_views),
+                        "lpips": lambda: lpips_distance(ex.lpips, views, gt_embeddings["lpips"])}
+    for name, fn in per_view_metrics.items():
+        if name in ex.metrics:
+            per_view = fn()
+            out[name], out[f"{name}_per_view"] = _mean(per_view), per_view
+    if "fid" in ex.metrics:
+        out["_features"] = inception_features(ex.inception, views)
     return out
 
 
@@ -124,6 +163,7 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
     from ..mesh_io import load_mesh
     from .fid import inception_features
     from .geometry import mesh_geometry
+    from .lpips import lpips_reference
 
     if asset.latent_path is None:
         raise AssetNotFoundError(asset.mesh_path.with_suffix(".pt"), "no Shap-E latent for this object under "
@@ -137,7 +177,8 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
     gt_views = grid_to_views(gt_grid)
     folder = out / "grids" / asset.id
     _save_png(folder / "ground_truth.png", gt_grid)
-    gt_embeddings: Dict[str, torch.Tensor] = {}   # made once, when the first method gets that far
+    gt_embeddings: Dict[str, Any] = {}   # made once, when the first method gets that far
+    gt_ready = False
     written = failed = 0
     for spec in specs:
         if (asset.id, spec.key) in done:
@@ -152,27 +193,34 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
                                  f"is {tuple(gt_grid.shape)}; every method must output the six "
                                  f"{gt_grid.shape[-1] // 2}px views of a 3x2 grid")
             start = time.perf_counter()
-            if not gt_embeddings:
-                gt_embeddings.update(clip=ex.clip.embed(gt_views), dino=ex.dino.embed(gt_views))
-                _save_features(out / "features" / asset.id / "ground_truth.safetensors",
-                               inception_features(ex.inception, gt_views))
+            if not gt_ready:
+                with torch.no_grad():
+                    gt_embeddings.update({k: getattr(ex, k).embed(gt_views) for k in ("clip", "dino")
+                                          if k in ex.metrics})
+                    if "lpips" in ex.metrics:   # the ground truth's LPIPS features, once per asset
+                        gt_embeddings["lpips"] = lpips_reference(ex.lpips, gt_views)
+                    if "fid" in ex.metrics:
+                        _save_features(out / "features" / asset.id / "ground_truth.safetensors",
+                                       inception_features(ex.inception, gt_views))
+                gt_ready = True
             with torch.no_grad():
                 metrics = _image_metrics(grid_to_views(result.grid), gt_views, gt_embeddings, ex)
-            metrics.update(mesh_geometry(result.mesh, gt_mesh, ex.num_points, seed, ex.fscore_threshold))
+            if "geometry" in ex.metrics:
+                metrics.update(mesh_geometry(result.mesh, gt_mesh, ex.num_points, seed, ex.fscore_threshold))
             metrics_seconds = time.perf_counter() - start
         except SharpItError as exc:
             failed += 1
             _log_failure(out, asset, exc, rank, spec)
             continue
-        features = metrics.pop("_features")
-        _save_features(out / "features" / asset.id / f"{spec.key}.safetensors", features)
+        record = {"asset": asset.id, "method": spec.name, "method_key": spec.key, "caption": asset.caption,
+                  "seed": seed, "rank": rank, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
+                  "memory_kind": "cuda_max_allocated" if torch.device(device).type == "cuda" else "cpu_max_rss",
+                  "metrics_seconds": metrics_seconds, "grid": f"grids/{asset.id}/{spec.key}.png"}
+        if "_features" in metrics:
+            record["features"] = f"features/{asset.id}/{spec.key}.safetensors"
+            _save_features(out / record["features"], metrics.pop("_features"))
         _save_png(folder / f"{spec.key}.png", result.grid)
-        append_jsonl(out / RESULTS_FILE, {
-            "asset": asset.id, "method": spec.name, "method_key": spec.key, "caption": asset.caption,
-            "seed": seed, "rank": rank, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
-            "memory_kind": "cuda_max_allocated" if torch.device(device).type == "cuda" else "cpu_max_rss",
-            "metrics_seconds": metrics_seconds, "grid": f"grids/{asset.id}/{spec.key}.png",
-            "features": f"features/{asset.id}/{spec.key}.safetensors", **metrics})
+        append_jsonl(out / RESULTS_FILE, {**record, **metrics})
         written += 1
     return written, failed
 

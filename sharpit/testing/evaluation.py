@@ -143,11 +143,11 @@ def save_tiny_eval_set(root: PathLike, seed: int = 0) -> Dict[str, Path]:
 
 def save_tiny_eval_inputs(directory: PathLike, seed: int = 0) -> Dict[str, str]:
     """Build (once, under a file lock; safe from several processes) everything ``--tiny`` reads:
-    ``inception`` (file), ``clip``, ``dino`` (folders), ``assets``, ``latents``, ``captions``.
-    Returns their paths as strings."""
+    ``inception`` (file), ``clip``, ``dino``, ``lpips`` (folders; LPIPS with net alex),
+    ``assets``, ``latents``, ``captions``. Returns their paths as strings."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"eval-v1-seed{seed}"
+    target = root / f"eval-v2-seed{seed}"
     with open(root / ".eval-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_dir():
@@ -155,8 +155,10 @@ def save_tiny_eval_inputs(directory: PathLike, seed: int = 0) -> Dict[str, str]:
                 save_random_inception(tmp / "weights-inception-2015-12-05-6726825d.pth", seed=seed)
                 save_tiny_clip(tmp / "clip-vit-tiny", seed=seed)
                 save_tiny_dino(tmp / "dino-vit-tiny", seed=seed)
+                save_random_lpips(tmp / "lpips-alex", "alex", seed=seed)
                 save_tiny_eval_set(tmp / "set", seed=seed)
     return {"inception": str(target / "weights-inception-2015-12-05-6726825d.pth"),
             "clip": str(target / "clip-vit-tiny"), "dino": str(target / "dino-vit-tiny"),
+            "lpips": str(target / "lpips-alex"),
             "assets": str(target / "set" / "assets"), "latents": str(target / "set" / "latents"),
             "captions": str(target / "set" / "captions.csv")}
