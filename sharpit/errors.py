@@ -101,7 +101,7 @@ class WeightsFileNotFoundError(WeightsNotFoundError):
 
     def __init__(self, name: str, hint: str):
         self.name = name
-        super(WeightsNotFoundError, self).__init__(f"weights file {name} is not on this machine. {hint}")
+        super(WeightsNotFoundError, self).__init__(f"weights not on this machine: {name}. {hint}")
 
 
 class OutputExistsError(_PathError, FileExistsError):
