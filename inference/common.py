@@ -52,6 +52,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uv-layout", choices=["pairs", "xatlas"], default=None,
                         help="texture layout with --textured: pairs (fast, default) or xatlas (few seams, "
                              "for painting)")
+    parser.add_argument("--optimize-steps", type=int, default=None,
+                        help="after reconstruction, optimise the mesh's texture for N steps of multi-view score "
+                             "distillation under the refiner (0: off; the mesh comes back textured). Interrupted "
+                             "runs resume from a state file next to the result")
     add_model_args(parser)
 
 
@@ -99,7 +103,7 @@ def generation_overrides(args: argparse.Namespace, **command_options) -> Dict[st
                  strength=args.strength, coarse_grid_size=args.coarse_grid_size,
                  mesh_resolution=args.mesh_resolution, texture_size=args.texture_size,
                  face_budget=args.face_budget, uv_layout=args.uv_layout, texture_source=args.texture_source,
-                 negative_prompt=args.negative_prompt)
+                 negative_prompt=args.negative_prompt, optimize_steps=args.optimize_steps)
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.textured:
         overrides["textured"] = True
@@ -226,11 +230,20 @@ def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
 
     from sharpit.sources import is_hub_id
 
+    encoder = getattr(args, "encoder", None)
     if args.tiny:
-        given = [flag for flag, value in (("--pipeline", args.pipeline), ("--refiner", args.refiner)) if value]
+        given = [flag for flag, value in (("--pipeline", args.pipeline), ("--refiner", args.refiner),
+                                          ("--encoder", encoder)) if value]
         if given:
             raise InputError(f"--tiny uses random tiny models and cannot be combined with {given[0]}; drop one of them")
         return
+    if encoder is not None:
+        if args.pipeline is not None:
+            raise InputError("--pipeline loads a saved pipeline as it is and cannot be combined with --encoder; save "
+                             "the pipeline with its shap_e_encoder, or use the model flags")
+        from sharpit.checks import check_encoder_source
+
+        check_encoder_source(encoder, "--encoder")
     if args.pipeline is not None:
         wanted = {"pipeline": (args.pipeline, "model_index.json")}
     else:
@@ -254,20 +267,32 @@ def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
         raise WeightsNotFoundError(missing[0][1], f"Missing here: {flags}.")
 
 
-def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], **fixed) -> Dict[str, Any]:
+def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], latent_edit: bool = False,
+                        **fixed) -> Dict[str, Any]:
     """The ``parameters`` a result made now would record (metadata.json), without loading a model:
     the generation options (the pipeline's saved defaults, :data:`~sharpit.options.TINY_OPTIONS`
     with ``--tiny``, those of ``--pipeline``'s ``model_index.json``, else the paper's, with the
-    flags applied) and ``fixed`` (``mode``, ``up_axis``). Models are not compared: pass
-    ``--overwrite`` after changing one."""
+    flags applied; :meth:`~sharpit.options.GenerationOptions.recorded` with ``latent_edit``) and
+    ``fixed`` (``mode``, ``up_axis``, ...). Models are not compared: pass ``--overwrite`` after
+    changing one."""
     from sharpit.options import TINY_OPTIONS, GenerationOptions
 
-    base = TINY_OPTIONS if args.tiny else GenerationOptions.from_dict(_saved_defaults(args.pipeline))
-    return {**base.replace(**overrides).recorded(), **fixed}
+    index = _saved_index(args.pipeline) or {}
+    base = TINY_OPTIONS if args.tiny else GenerationOptions.from_dict(index.get("generation_defaults"))
+    return {**base.replace(**overrides).recorded(latent_edit=latent_edit), **fixed}
 
 
-def _saved_defaults(pipeline: Optional[str]) -> Optional[Dict[str, Any]]:
-    """``generation_defaults`` of a saved pipeline's ``model_index.json`` (local or in the hub cache)."""
+def has_shap_e_encoder(args: argparse.Namespace) -> bool:
+    """Whether the pipeline a command will load has Shap-E's encoder: ``--tiny`` (a tiny one),
+    ``--encoder``, or a ``--pipeline`` saved with a ``shap_e_encoder`` component."""
+    if args.tiny or getattr(args, "encoder", None) is not None:
+        return True
+    entry = (_saved_index(args.pipeline) or {}).get("shap_e_encoder")
+    return isinstance(entry, list) and entry[0] is not None
+
+
+def _saved_index(pipeline: Optional[str]) -> Optional[Dict[str, Any]]:
+    """A saved pipeline's ``model_index.json`` (local or in the hub cache), or None."""
     import json
 
     if pipeline is None:
@@ -285,7 +310,7 @@ def _saved_defaults(pipeline: Optional[str]) -> Optional[Dict[str, Any]]:
         if not isinstance(cached, str):
             return None   # not downloaded yet: the items are compared after nothing (none can be done)
         index = Path(cached)
-    return json.loads(index.read_text()).get("generation_defaults")
+    return json.loads(index.read_text())
 
 
 def done_state(item: Item, expected: Dict[str, Any]) -> Optional[str]:
@@ -346,6 +371,11 @@ def record_failure(out: Path, item: Item, exc: BaseException, rank: int) -> None
         os.close(fd)
 
 
+def optimize_state_path(item: Item) -> Path:
+    """Where ``--optimize-steps`` keeps ``item``'s optimisation state until its result is saved."""
+    return item.out.parent / f".{item.out.name}.optimize-state.pt"
+
+
 def clear_partial(item: Item) -> None:
     """Remove what an interrupted run left half-written for this item."""
     for leftover in item.out.parent.glob(f".{item.out.name}.*.partial"):
@@ -375,7 +405,8 @@ def load_pipeline(args: argparse.Namespace, device, need_coarse: bool = True):
             pipe.to(device)
     else:
         pipe = SharpIt3DPipeline.from_released(
-            shap_e=args.shap_e if need_coarse else None, zero123plus=args.zero123plus,
+            shap_e=args.shap_e if need_coarse else None, shap_e_encoder=getattr(args, "encoder", None),
+            zero123plus=args.zero123plus,
             sharpit_unet=args.sharpit_unet, refiner=args.refiner, instantmesh=args.instantmesh,
             instantmesh_variant=args.instantmesh_variant, device="cpu" if offload else device, torch_dtype=dtype)
     if offload:
@@ -424,6 +455,7 @@ def run_items(items: List[Item], args: argparse.Namespace, run_one: Callable, ex
         try:
             result = run_one(pipe, item)
             result.save(item.out, overwrite=args.overwrite or batch)
+            optimize_state_path(item).unlink(missing_ok=True)
         except Exception as exc:   # noqa: BLE001 - in a batch one bad item must not stop the others
             if not batch:
                 raise

@@ -2,7 +2,15 @@
 ``python -m inference.edit --asset chair.glb --prompt "a golden chair" --out outputs/gold``.
 
 The asset is a mesh (GLB/glTF/OBJ/PLY/...) or a saved Shap-E latent (``.safetensors`` from
-sharpit, or a Cap3D-style ``.pt``). Meshes come back in the asset's own frame and size.
+sharpit or ``python -m inference.encode``, or a Cap3D-style ``.pt``). Meshes come back in the
+asset's own frame and size.
+
+With Shap-E's encoder (``--encoder DIR`` holding the released ``transmitter.pt`` +
+``transmitter_config.yaml``; ``--tiny`` has a tiny one) a mesh goes through Shap-E's latent space
+(``--via latent``, the paper's path and then the default): encoded, edited toward the prompt by
+DDPM inversion when ``--source-prompt`` says what it shows now (``--latent-strength``), decoded,
+and refined from coarse views like those the refiner was trained on. ``--via render`` renders the
+mesh as it is.
 ``--prompts FILE`` makes one variant per line under ``--out``, split across processes when
 launched with ``accelerate launch`` or ``torchrun``.
 """
@@ -15,7 +23,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
-                              expected_parameters, generation_overrides, main_guard, plan_items, run_items)
+                              expected_parameters, generation_overrides, has_shap_e_encoder, main_guard,
+                              optimize_state_path, plan_items, run_items)
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
 
 
@@ -29,6 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="the new description")
     src.add_argument("--prompts", help="a text file with one prompt per line (one variant each)")
+    latent = parser.add_argument_group("editing in Shap-E's latent space")
+    latent.add_argument("--via", choices=["latent", "render"], default=None,
+                        help="how a mesh becomes the coarse views: latent = Shap-E encode (+ edit) + decode, the "
+                             "paper's path (default with an encoder); render = the mesh as it is (default without)")
+    latent.add_argument("--encoder", default=None,
+                        help="Shap-E's encoder: a folder with transmitter.pt + transmitter_config.yaml (released "
+                             "by OpenAI outside the hub), a ShapEEncoder.save_pretrained folder, or a hub id")
+    latent.add_argument("--source-prompt", default=None,
+                        help="what the asset shows now: edits the Shap-E latent toward --prompt by DDPM inversion "
+                             "(shape can change); without it only the refiner sees the new prompt")
+    latent.add_argument("--latent-strength", type=float, default=None,
+                        help="share of the inversion regenerated under the new prompt, in [0, 1] (0.64)")
+    latent.add_argument("--inversion-steps", type=int, default=None, help="DDPM inversion steps (128)")
+    latent.add_argument("--latent-guidance-scale", type=float, default=None,
+                        help="Shap-E CFG while inverting and regenerating (12)")
     add_common_args(parser)
     return parser
 
@@ -78,20 +102,43 @@ def _main(argv: Optional[List[str]] = None) -> int:
     if asset.suffix.lower() in (".glb", ".gltf") and args.up_axis == "z":
         raise InputError(f"{asset}: --up-axis z does not apply to glTF, which is y-up by its specification; "
                          "leave --up-axis auto")
-    overrides = generation_overrides(args)
-    overrides.get("coarse_render", DEFAULT_COARSE_RENDER).check_source(has_latent=is_latent)  # before model loading
+    overrides = generation_overrides(args, latent_strength=args.latent_strength, inversion_steps=args.inversion_steps,
+                                     latent_guidance_scale=args.latent_guidance_scale)
+    via = route(args, is_latent)
+    source_prompt = None if args.source_prompt is None else args.source_prompt.strip()
+    if source_prompt is not None and not source_prompt:
+        raise InputError("--source-prompt is empty; say what the asset shows now, e.g. --source-prompt 'a chair'")
+    if source_prompt is not None and via != "latent":
+        raise InputError("--source-prompt edits in Shap-E's latent space, which --via render skips; use --via latent "
+                         "(with --encoder) or drop --source-prompt")
+    overrides.get("coarse_render", DEFAULT_COARSE_RENDER).check_source(has_latent=via == "latent")  # before loading
     check_asset(asset, is_latent, args.up_axis)
     prompts, batch = collect_prompts(args, "a golden chair")
     items = plan_items(prompts, Path(args.out), args.seed, batch, source=str(asset))
     check_output(args.out, args.overwrite, batch)
-    check_weights(args, need_coarse=is_latent)
-    expected = expected_parameters(args, overrides, mode="edit", up_axis=None if is_latent else args.up_axis)
+    check_weights(args, need_coarse=via == "latent")
+    expected = expected_parameters(args, overrides, latent_edit=source_prompt is not None, mode="edit",
+                                   up_axis=None if is_latent else args.up_axis, via=via, source_prompt=source_prompt)
     check_done_items(items, expected, args.overwrite)
 
     def run_one(pipe, item):
-        return pipe.edit(str(asset), item.prompt, seed=item.seed, up_axis=args.up_axis, **overrides)
+        return pipe.edit(str(asset), item.prompt, seed=item.seed, up_axis=args.up_axis, via=via,
+                         source_prompt=source_prompt, optimize_state=optimize_state_path(item), **overrides)
 
-    return run_items(items, args, run_one, expected, need_coarse=is_latent, batch=batch)
+    return run_items(items, args, run_one, expected, need_coarse=via == "latent", batch=batch)
+
+
+def route(args: argparse.Namespace, is_latent: bool) -> str:
+    """``--via`` checked against the asset and the models, or its default (as
+    :meth:`SharpIt3DPipeline.edit` decides it, without loading a model)."""
+    if is_latent:
+        if args.via == "render":
+            raise InputError(f"--via render applies to mesh assets; {args.asset} is a Shap-E latent (drop --via)")
+        return "latent"
+    if args.via == "latent" and not has_shap_e_encoder(args):
+        raise InputError("--via latent encodes the mesh with Shap-E's encoder: pass --encoder DIR (a folder with the "
+                         "released transmitter.pt + transmitter_config.yaml), or use --via render")
+    return args.via or ("latent" if has_shap_e_encoder(args) else "render")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -53,7 +53,7 @@ def _decoder_width(shap_e: str) -> Optional[int]:
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    from sharpit.checks import check_device_available, check_model_source, parse_device
+    from sharpit.checks import check_device_available, check_encoder_source, parse_device
     from sharpit.formats import MESH_READ_FORMATS
     from sharpit.sources import TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, TRANSMITTER_URL
 
@@ -77,7 +77,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         if args.encoder is None:
             raise WeightsNotFoundError("Shap-E encoder", f"--encoder is required (a folder with {layout}); the "
                                        f"released files are {TRANSMITTER_URL} and its _config.yaml")
-        check_model_source(args.encoder, "--encoder", "a Shap-E encoder folder", [], layout)
+        check_encoder_source(args.encoder)
     check_device_available(device)
 
     import torch

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
-                              expected_parameters, generation_overrides, main_guard, plan_items, run_items)
+                              expected_parameters, generation_overrides, main_guard, optimize_state_path, plan_items,
+                              run_items)
 
 
 
@@ -41,7 +42,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     check_done_items(items, expected, args.overwrite)
 
     def run_one(pipe, item):
-        return pipe.generate(item.prompt, seed=item.seed, **overrides)
+        return pipe.generate(item.prompt, seed=item.seed, optimize_state=optimize_state_path(item), **overrides)
 
     return run_items(items, args, run_one, expected, need_coarse=True, batch=batch)
 

@@ -23,7 +23,7 @@ __all__ = [
     "UnsupportedFormatError", "WeightsNotFoundError",
     "SharpIt3DPipeline", "SharpItResult", "Mesh", "load_mesh", "save_mesh", "zero123plus_cameras",
     "render_views", "ShapEGenerator", "SharpItRefinePipeline", "InstantMeshReconstructor", "GenerationOptions",
-    "SharpIt3DPipelineOutput",
+    "SharpIt3DPipelineOutput", "ShapEEncoder",
 ]
 
 _LAZY = {
@@ -35,6 +35,7 @@ _LAZY = {
     "zero123plus_cameras": ("sharpit.cameras", "zero123plus_cameras"),
     "render_views": ("sharpit.render", "render_views"),
     "ShapEGenerator": ("sharpit.coarse", "ShapEGenerator"),
+    "ShapEEncoder": ("sharpit.coarse", "ShapEEncoder"),
     "SharpItRefinePipeline": ("sharpit.refine", "SharpItRefinePipeline"),
     "SharpItPipeline": ("sharpit.refine", "SharpItPipeline"),   # deprecated: warns
     "GenerationOptions": ("sharpit.options", "GenerationOptions"),

@@ -170,6 +170,34 @@ def check_model_source(source, flag: str, what: str, required: Sequence[str], la
     return False
 
 
+def check_encoder_source(source, flag: str = "--encoder") -> bool:
+    """Before loading: ``source`` is Shap-E's encoder in one of the two layouts
+    :meth:`sharpit.coarse.ShapEEncoder.from_pretrained` reads (the released ``transmitter.pt`` +
+    ``transmitter_config.yaml``, or ``config.json`` + safetensors from ``save_pretrained``), as a
+    local folder or a hub id (cached, or the hub reachable). Returns True for a hub id.
+
+    Raises:
+        as :func:`check_model_source`; a folder holding neither layout is a CheckpointError.
+    """
+    from sharpit.sources import TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, TRANSMITTER_URL, is_hub_id
+
+    released, saved = [TRANSMITTER_FILENAME, TRANSMITTER_CONFIG_FILENAME], ["config.json"]
+    layout = (f"{TRANSMITTER_FILENAME} + {TRANSMITTER_CONFIG_FILENAME} as released at {TRANSMITTER_URL}, or "
+              "config.json + safetensors from ShapEEncoder.save_pretrained")
+    text = os.fspath(source)
+    if text.strip() and not is_hub_id(text) and Path(text).is_dir() \
+            and all((Path(text) / f).is_file() for f in released):
+        return False
+    if text.strip() and is_hub_id(text):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = any(all(isinstance(try_to_load_from_cache(text, f), str) for f in files) for files in (released, saved))
+        if cached or hub_reachable():
+            return True
+        raise WeightsNotFoundError(text, f"{flag} takes a local folder ({layout}).")
+    return check_model_source(source, flag, "a Shap-E encoder folder", saved, layout)
+
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -20,8 +20,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
+from .coarse.edit_defaults import DEFAULT_EDIT_GUIDANCE, DEFAULT_EDIT_STRENGTH, DEFAULT_INVERSION_STEPS
 from .coarse.render_options import DEFAULT_COARSE_RENDER, CoarseRenderOptions
-from .errors import InputError
+from .errors import ConfigError, InputError
+from .optimize.options import TextureOptimizeOptions
 
 __all__ = ["GenerationOptions", "OptionError", "TINY_OPTIONS", "DEFAULT_FACE_BUDGET"]
 
@@ -34,6 +36,8 @@ UV_LAYOUTS = ("pairs", "xatlas")
 TEXTURE_SOURCES = ("views", "field")
 #: Options that only act with ``textured=True``.
 _TEXTURE_ONLY = ("texture_size", "face_budget", "uv_layout", "texture_source")
+#: Options that only act in a latent-space edit (``edit(..., via="latent", source_prompt=...)``).
+_LATENT_EDIT_ONLY = ("latent_strength", "inversion_steps", "latent_guidance_scale")
 
 
 class OptionError(InputError):
@@ -86,6 +90,22 @@ class GenerationOptions:
             them, the rest from the reconstructor's colour field; "field": the colour field only.
             Measured on a synthetic object, "views" renders 5.7 dB closer to the truth at novel
             views (``benchmarks/RESULTS.md``).
+        latent_strength: how much of a latent edit is regenerated under the new prompt, in [0, 1]
+            (edit-friendly DDPM inversion restarts at step ``int(inversion_steps * latent_strength)``;
+            0 keeps the source latent, 1 regenerates from the inverted noise). Acts only in
+            ``edit(..., via="latent", source_prompt=...)``. 0.64 is the inversion paper's code's
+            default (Sharp-It publishes none).
+        inversion_steps: DDPM steps of the inversion and of the regeneration (128, SPEC section 7).
+        latent_guidance_scale: Shap-E's classifier-free guidance while inverting (source prompt)
+            and regenerating (new prompt) (12, SPEC section 7).
+        optimize_steps: steps of multi-view score distillation of the result's texture under the
+            refiner (:func:`sharpit.optimize.refine_texture`); 0 (default) keeps the
+            feed-forward result. With steps the mesh is textured as ``textured=True`` makes it
+            (``texture_size``, ``face_budget``, ``uv_layout``, ``texture_source``), and that
+            texture is what the steps start from and optimise.
+        optimize: how those steps run (:class:`~sharpit.optimize.TextureOptimizeOptions`, or a
+            dict of its fields; its ``texture_size`` is unused here, the baked texture above is
+            optimised); acts only with ``optimize_steps > 0``.
     Raises:
         OptionError: a value of the wrong type or out of range, naming its keyword.
     """
@@ -104,6 +124,11 @@ class GenerationOptions:
     face_budget: int = DEFAULT_FACE_BUDGET
     uv_layout: str = "pairs"
     texture_source: str = "views"
+    latent_strength: float = DEFAULT_EDIT_STRENGTH
+    inversion_steps: int = DEFAULT_INVERSION_STEPS
+    latent_guidance_scale: float = DEFAULT_EDIT_GUIDANCE
+    optimize_steps: int = 0
+    optimize: TextureOptimizeOptions = field(default_factory=TextureOptimizeOptions)
 
     def __post_init__(self) -> None:
         _int("coarse_steps", self.coarse_steps, 1)
@@ -129,7 +154,24 @@ class GenerationOptions:
             raise OptionError("uv_layout", f"must be one of {UV_LAYOUTS}, got {self.uv_layout!r}")
         if self.texture_source not in TEXTURE_SOURCES:
             raise OptionError("texture_source", f"must be one of {TEXTURE_SOURCES}, got {self.texture_source!r}")
-        for name in ("coarse_guidance_scale", "guidance_scale", "strength"):
+        _number("latent_strength", self.latent_strength, 0.0, 1.0)
+        _int("inversion_steps", self.inversion_steps, 1)
+        _number("latent_guidance_scale", self.latent_guidance_scale, 0.0)
+        _int("optimize_steps", self.optimize_steps, 0)
+        optimize = self.optimize
+        if isinstance(optimize, Mapping):
+            try:
+                object.__setattr__(self, "optimize", TextureOptimizeOptions(**optimize))
+            except TypeError as exc:
+                raise OptionError("optimize", f"has an unknown field ({exc}); the fields are those of "
+                                              "sharpit.optimize.TextureOptimizeOptions") from None
+            except ConfigError as exc:
+                raise OptionError("optimize", str(exc)) from None
+        elif not isinstance(optimize, TextureOptimizeOptions):
+            raise OptionError("optimize", f"must be a sharpit.optimize.TextureOptimizeOptions or a dict of its "
+                                          f"fields, got {type(optimize).__name__}")
+        for name in ("coarse_guidance_scale", "guidance_scale", "strength", "latent_strength",
+                     "latent_guidance_scale"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
     def replace(self, **overrides: Any) -> "GenerationOptions":
@@ -144,14 +186,21 @@ class GenerationOptions:
         """JSON-serialisable form (``coarse_render`` as a dict), as saved and recorded in metadata."""
         data = dataclasses.asdict(self)
         data["coarse_render"] = self.coarse_render.to_dict()
+        data["optimize"] = self.optimize.to_dict()
         return data
 
-    def recorded(self) -> Dict[str, Any]:
+    def recorded(self, latent_edit: bool = False) -> Dict[str, Any]:
         """What a result records in its metadata (``parameters``): :meth:`to_dict`, with the
-        texture-only settings None when ``textured`` is off (they did not act)."""
+        settings that did not act set to None: the texture-only ones when ``textured`` is off
+        and nothing is optimised, ``optimize`` when ``optimize_steps`` is 0, the
+        latent-edit ones unless ``latent_edit`` (an edit in Shap-E latent space from a source prompt)."""
         data = self.to_dict()
-        if not self.textured:
+        if not self.textured and self.optimize_steps == 0:
             data.update({name: None for name in _TEXTURE_ONLY})
+        if self.optimize_steps == 0:
+            data["optimize"] = None
+        if not latent_edit:
+            data.update({name: None for name in _LATENT_EDIT_ONLY})
         return data
 
     @classmethod
@@ -163,4 +212,5 @@ class GenerationOptions:
 #: Small settings for smoke runs with tiny random models (``--tiny``, ``SharpIt3DPipeline.from_tiny``):
 #: only the plumbing matters there, so every stage does as little work as it can while still running.
 TINY_OPTIONS = GenerationOptions(coarse_steps=4, coarse_grid_size=32, refine_steps=4, mesh_resolution=64,
-                                 texture_size=128, face_budget=2000)
+                                 texture_size=128, face_budget=2000, inversion_steps=4,
+                                 optimize=TextureOptimizeOptions(supersample=1))

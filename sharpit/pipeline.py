@@ -13,6 +13,13 @@ Stages, each built on the pipeline's registered components and usable on its own
                  prompt -> sharp grid)
     reconstruct  ``reconstructor``, an :class:`~sharpit.reconstruct.InstantMeshReconstructor`
                  (grid -> mesh)
+    optimize     optional (``optimize_steps``): the mesh's texture refined by multi-view score
+                 distillation under the refiner (:func:`sharpit.optimize.refine_texture`)
+
+Editing an existing mesh (:meth:`SharpIt3DPipeline.edit`) goes through Shap-E's latent space when
+the pipeline has the optional ``shap_e_encoder`` (the paper's path: the mesh is encoded, edited by
+edit-friendly DDPM inversion when a source prompt is given, and decoded, so the refiner sees the
+Shap-E-looking coarse views it was trained on), or renders the mesh as it is (``via="render"``).
 
 As any diffusers pipeline: ``save_pretrained(dir)`` writes one folder (``model_index.json`` and a
 sub-folder per component) that ``from_pretrained`` loads back (a local folder or a hub id);
@@ -47,6 +54,10 @@ __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
 
 #: The coarse stage's components: all of them or none (an edit-only pipeline).
 COARSE_COMPONENTS = ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler", "shap_e_renderer")
+#: Components kept in float32 whatever the pipeline's dtype (see :class:`SharpIt3DPipeline`).
+FLOAT32_COMPONENTS = ("shap_e_renderer", "shap_e_encoder")
+#: Ways :meth:`SharpIt3DPipeline.edit` makes the coarse views of a mesh asset.
+EDIT_ROUTES = ("latent", "render")
 #: The stock Zero123++ image-conditioning components of the refiner (optional).
 IMAGE_COMPONENTS = ("vision_encoder", "feature_extractor_clip", "feature_extractor_vae")
 
@@ -85,8 +96,10 @@ class SharpIt3DPipeline(DiffusionPipeline):
     Components (``model_index.json``): the refiner's ``vae``, ``text_encoder``, ``tokenizer``,
     ``unet`` and ``scheduler``; the ``reconstructor``; optionally Shap-E's ``prior``,
     ``prior_text_encoder``, ``prior_tokenizer``, ``prior_scheduler`` and ``shap_e_renderer`` (all
-    or none: without them only :meth:`edit` of meshes works) and stock Zero123++'s
-    ``vision_encoder``, ``feature_extractor_clip``, ``feature_extractor_vae``.
+    or none: without them only :meth:`edit` of meshes works), Shap-E's encoder
+    ``shap_e_encoder`` (a :class:`~sharpit.coarse.ShapEEncoder`; :meth:`edit` of meshes through
+    Shap-E's latent space), and stock Zero123++'s ``vision_encoder``, ``feature_extractor_clip``,
+    ``feature_extractor_vae``.
 
     Saved settings: the refiner's ``conditioning_mode``, ``null_condition``,
     ``condition_latent_space`` and ``ramping_coefficients`` (see
@@ -95,19 +108,20 @@ class SharpIt3DPipeline(DiffusionPipeline):
     keywords or ``options=``); ``model_sources``, where each component came from (recorded in
     every result's metadata).
 
-    The Shap-E renderer always stays float32 (its positional encoding reaches ``2^14 x``, which
-    float16 cannot resolve), also after ``.to(torch.float16)``, and stays on the execution device
-    under ``enable_model_cpu_offload`` (it is small and is used outside ``forward``).
+    The Shap-E renderer and encoder always stay float32 (their positional encodings reach
+    ``2^14 x``, which float16 cannot resolve), also after ``.to(torch.float16)``, and stay on the
+    execution device under ``enable_model_cpu_offload`` (they are used outside ``forward``; the
+    encoder renders its inputs on its own device).
     """
 
     model_cpu_offload_seq = "prior_text_encoder->prior->text_encoder->vision_encoder->unet->vae->reconstructor"
-    _optional_components = list(COARSE_COMPONENTS + IMAGE_COMPONENTS)
-    _exclude_from_cpu_offload = ["shap_e_renderer"]
+    _optional_components = list(COARSE_COMPONENTS + IMAGE_COMPONENTS) + ["shap_e_encoder"]
+    _exclude_from_cpu_offload = list(FLOAT32_COMPONENTS)
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, reconstructor,
                  prior=None, prior_text_encoder=None, prior_tokenizer=None, prior_scheduler=None,
                  shap_e_renderer=None, vision_encoder=None, feature_extractor_clip=None,
-                 feature_extractor_vae=None, conditioning_mode: Optional[str] = None,
+                 feature_extractor_vae=None, shap_e_encoder=None, conditioning_mode: Optional[str] = None,
                  null_condition: Optional[str] = None, condition_latent_space: str = "raw",
                  ramping_coefficients: Optional[Sequence[float]] = None,
                  generation_defaults: Optional[Dict[str, Any]] = None,
@@ -123,7 +137,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                               reconstructor=reconstructor, vision_encoder=vision_encoder,
                               feature_extractor_clip=feature_extractor_clip,
-                              feature_extractor_vae=feature_extractor_vae, **coarse)
+                              feature_extractor_vae=feature_extractor_vae, shap_e_encoder=shap_e_encoder,
+                              **coarse)
         self._stage_cache: Dict[str, tuple] = {}
         refiner = self._make_refiner(conditioning_mode, null_condition, condition_latent_space, ramping_coefficients)
         self.register_to_config(conditioning_mode=conditioning_mode, null_condition=refiner.config.null_condition,
@@ -214,11 +229,15 @@ class SharpIt3DPipeline(DiffusionPipeline):
             CheckpointError: a folder with a missing or broken component.
         """
         name = os.fspath(pretrained_model_name_or_path)
+        for key in ("torch_dtype", "dtype"):
+            if isinstance(kwargs.get(key), torch.dtype):   # load the float32-only parts in float32 (unrounded)
+                kwargs[key] = {"default": kwargs[key], **{part: torch.float32 for part in FLOAT32_COMPONENTS}}
         with load_errors(name, "Sharp-It 3D pipeline"):
-            return super().from_pretrained(name, **kwargs)   # __init__ keeps the renderer float32
+            return super().from_pretrained(name, **kwargs)
 
     @classmethod
     def from_released(cls, shap_e: Optional[str] = DEFAULT_MODELS["shap_e"],
+                      shap_e_encoder: Optional[str] = None,
                       zero123plus: str = DEFAULT_MODELS["zero123plus"],
                       sharpit_unet: str = DEFAULT_MODELS["sharpit_unet"],
                       refiner: Optional[str] = None,
@@ -231,6 +250,12 @@ class SharpIt3DPipeline(DiffusionPipeline):
         Args:
             shap_e: Shap-E in the diffusers layout (``openai/shap-e``); None skips the coarse
                 stage (then only :meth:`edit` of meshes works).
+            shap_e_encoder: Shap-E's encoder, for :meth:`edit` of meshes through Shap-E's latent
+                space: a folder holding the released ``transmitter.pt`` + ``transmitter_config.yaml``
+                (OpenAI publishes them outside the Hugging Face hub:
+                :data:`~sharpit.sources.TRANSMITTER_URL`), a folder saved by
+                ``ShapEEncoder.save_pretrained``, or a hub id holding either. None (default): no
+                encoder; mesh edits then render the mesh as it is.
             zero123plus, sharpit_unet: base repo for the refiner's VAE, text encoder, tokenizer and
                 scheduler, and the Sharp-It UNet (see :meth:`SharpItRefinePipeline.from_zero123plus`).
             refiner: a saved :class:`~sharpit.refine.SharpItRefinePipeline` folder (e.g. the output
@@ -264,6 +289,12 @@ class SharpIt3DPipeline(DiffusionPipeline):
         sources = {"instantmesh": f"{instantmesh} ({instantmesh_variant})"}
         if shap_e is not None:
             sources["shap_e"] = str(shap_e)
+        encoder = None
+        if shap_e_encoder is not None:
+            from .coarse import ShapEEncoder
+
+            encoder = ShapEEncoder.from_pretrained(shap_e_encoder)   # float32: see the class docstring
+            sources["shap_e_encoder"] = str(shap_e_encoder)
         if refiner is not None:
             sources["refiner"] = str(refiner)
         else:
@@ -272,7 +303,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
         pipe = cls(vae=r["vae"], text_encoder=r["text_encoder"], tokenizer=r["tokenizer"], unet=r["unet"],
                    scheduler=r["scheduler"], reconstructor=recon, vision_encoder=r["vision_encoder"],
                    feature_extractor_clip=r["feature_extractor_clip"],
-                   feature_extractor_vae=r["feature_extractor_vae"],
+                   feature_extractor_vae=r["feature_extractor_vae"], shap_e_encoder=encoder,
                    conditioning_mode=refine_pipe.config.conditioning_mode,
                    null_condition=refine_pipe.config.null_condition,
                    condition_latent_space=refine_pipe.config.condition_latent_space,
@@ -308,8 +339,9 @@ class SharpIt3DPipeline(DiffusionPipeline):
         return pipe
 
     def _keep_renderer_fp32(self) -> None:
-        if self.shap_e_renderer is not None and self.shap_e_renderer.dtype != torch.float32:
-            self.shap_e_renderer.to(torch.float32)
+        for part in (getattr(self, name) for name in FLOAT32_COMPONENTS):
+            if part is not None and part.dtype != torch.float32:
+                part.to(torch.float32)
 
     def optimize(self, compile: bool = False, channels_last: bool = True, compile_mode: Optional[str] = None) -> None:
         """The one switch for GPU speed-ups, in place: ``channels_last`` memory format for the
@@ -392,9 +424,34 @@ class SharpIt3DPipeline(DiffusionPipeline):
         return self.coarse.render_views(latent.to(device), mode=render.mode, grid_size=options.coarse_grid_size,
                                         supersample=render.supersample)
 
+    def _optimize_texture(self, mesh: Mesh, coarse_mesh: Mesh, latent: Optional[torch.Tensor], prompt: str,
+                          options: GenerationOptions, seed: int, state_path) -> Mesh:
+        """``options.optimize_steps`` of multi-view SDS on ``mesh``'s texture (normalised frame),
+        the refiner conditioned on the coarse object rendered at each (turned) rig as
+        :meth:`_render_coarse` renders it at the canonical one."""
+        from .optimize import refine_texture
+        from .render import render_views
+
+        device, render = self._execution_device, options.coarse_render
+        if render.mode == "mesh":
+            shading, on_device = coarse_shading(coarse_mesh), coarse_mesh.to(device)
+
+            def condition(cameras):
+                return render_views(on_device, cameras.to(device), supersample=render.supersample, shading=shading)
+        else:
+            def condition(cameras):
+                return self.coarse.render_views(latent.to(device), cameras=cameras.to(device), mode=render.mode,
+                                                grid_size=options.coarse_grid_size, supersample=render.supersample)
+        with torch.enable_grad():
+            result = refine_texture(self.refiner, mesh, condition, prompt, options.optimize_steps,
+                                    negative_prompt=options.negative_prompt, options=options.optimize,
+                                    generator=self._generator(seed, 4), state_path=state_path)
+        return result.mesh
+
     def _finish(self, prompt: str, coarse_mesh: Mesh, latent, seed: int, options: GenerationOptions,
                 params: Dict, timings: Dict, transform: Similarity, source: Optional[str],
-                callback_on_step_end, callback_on_step_end_tensor_inputs) -> SharpIt3DPipelineOutput:
+                callback_on_step_end, callback_on_step_end_tensor_inputs,
+                optimize_state=None) -> SharpIt3DPipelineOutput:
         with self._stage("render", timings):
             coarse_views = self._render_coarse(coarse_mesh, latent, options)
         params["coarse_shading"] = coarse_shading(coarse_mesh) if options.coarse_render.mode == "mesh" else None
@@ -410,12 +467,16 @@ class SharpIt3DPipeline(DiffusionPipeline):
             if "tiny" in self.config.model_sources:   # random tiny models: noisy views by design
                 warnings.filterwarnings("ignore", message="the views' border pixels")
             mesh = self.reconstructor.reconstruct(refined, resolution=options.mesh_resolution,
-                                                  texture=options.textured, texture_size=options.texture_size,
+                                                  texture=options.textured or options.optimize_steps > 0, texture_size=options.texture_size,
                                                   face_budget=options.face_budget, uv_layout=options.uv_layout,
                                                   texture_source=options.texture_source)
+        if options.optimize_steps:
+            with self._stage("optimize", timings):
+                mesh = self._optimize_texture(mesh, coarse_mesh, latent, prompt, options, seed, optimize_state)
         self.maybe_free_model_hooks()
         timings["total"] = sum(timings.values())
-        params.update(options.recorded())
+        # the latent-edit options acted only when a source prompt steered a latent edit
+        params.update(options.recorded(latent_edit=params.get("source_prompt") is not None))
         return SharpIt3DPipelineOutput(
             prompt=prompt, mesh=mesh.to("cpu").transformed(transform),
             coarse_mesh=coarse_mesh.to("cpu").transformed(transform),
@@ -435,6 +496,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
     @torch.no_grad()
     def generate(self, prompt: str, seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
                  options: Optional[GenerationOptions] = None,
+                 optimize_state: Union[str, os.PathLike, None] = None,
                  callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  **overrides) -> SharpIt3DPipelineOutput:
@@ -446,6 +508,9 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 drawn and recorded when neither ``seed`` nor ``generator`` is given.
             generator: alternatively, a ``torch.Generator`` the run's seed is drawn from.
             options: a :class:`~sharpit.options.GenerationOptions`; default :attr:`default_options`.
+            optimize_state: with ``optimize_steps``, a file the optimisation saves its state to
+                (atomically, every ``optimize.save_every`` steps) and resumes from when the same
+                call is run again after an interruption (:func:`sharpit.optimize.refine_texture`).
             callback_on_step_end, callback_on_step_end_tensor_inputs: called after each refiner
                 step, as in diffusers (``f(refiner, step, timestep, tensors) -> dict``).
             overrides: any :class:`~sharpit.options.GenerationOptions` field by keyword
@@ -471,35 +536,54 @@ class SharpIt3DPipeline(DiffusionPipeline):
                                            generator=self._generator(seed, 0))
             coarse_mesh = coarse.to_mesh(latent, grid_size=options.coarse_grid_size)
         return self._finish(prompt, coarse_mesh, latent, seed, options, {"mode": "generate"}, timings,
-                            Similarity.identity(), None, callback_on_step_end, callback_on_step_end_tensor_inputs)
+                            Similarity.identity(), None, callback_on_step_end, callback_on_step_end_tensor_inputs,
+                            optimize_state)
 
     @torch.no_grad()
     def edit(self, asset: Union[str, os.PathLike, Mesh, torch.Tensor], prompt: str, seed: Optional[int] = None,
              generator: Optional[torch.Generator] = None, options: Optional[GenerationOptions] = None,
-             up_axis: str = "auto",
+             up_axis: str = "auto", via: Optional[str] = None, source_prompt: Optional[str] = None,
+             optimize_state: Union[str, os.PathLike, None] = None,
              callback_on_step_end: Optional[Callable] = None,
              callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
              **overrides) -> SharpIt3DPipelineOutput:
-        """Re-dress an existing rough asset with a new prompt (appearance editing).
+        """Edit an existing rough asset with a new prompt.
 
         Args:
             asset: a mesh file (GLB/glTF/OBJ/PLY/...), a :class:`~sharpit.mesh.Mesh` (sharpit world
-                frame), a saved Shap-E latent (``.safetensors`` from sharpit, or a Cap3D-style
-                ``.pt``), or a latent tensor.
+                frame), a saved Shap-E latent (``.safetensors`` from sharpit or
+                ``python -m inference.encode``, or a Cap3D-style ``.pt``), or a latent tensor.
             prompt: the new description.
+            via: how a mesh asset becomes the refiner's coarse views. ``"latent"``, the paper's
+                path and the default when the pipeline has a ``shap_e_encoder`` (and Shap-E):
+                the mesh is encoded into a Shap-E latent (:class:`~sharpit.coarse.ShapEEncoder`),
+                edited when ``source_prompt`` is given, decoded and rendered exactly as training
+                pairs' coarse grids were (the refiner was trained on Shap-E-looking views).
+                ``"render"``, the default without an encoder: the mesh is rendered as it is.
+                Latent assets always take the latent path.
+            source_prompt: what the asset shows now. With it, the Shap-E latent is edited toward
+                ``prompt`` by edit-friendly DDPM inversion before refinement
+                (:meth:`~sharpit.coarse.ShapEGenerator.invert` with the source prompt, then
+                :meth:`~sharpit.coarse.ShapEGenerator.edit_latents`; options ``latent_strength``,
+                ``inversion_steps``, ``latent_guidance_scale``): the shape can change. Without it the
+                latent is kept and only the refiner sees the new prompt (appearance editing).
             up_axis: for a mesh file, its up axis (:func:`sharpit.mesh_io.load_mesh`): "auto"
                 (glTF y-up by its specification, other formats z-up), "y" (most OBJ/PLY/STL
                 exporters, e.g. Blender's OBJ default) or "z".
-            seed, generator, options, callback_on_step_end, overrides: as in :meth:`generate`;
-                ``strength`` below 1 keeps more of the coarse appearance; ``coarse_grid_size`` is
-                the grid of a latent's coarse mesh (unused for meshes); ``coarse_render`` mode
-                "nerf" needs a latent asset.
+            seed, generator, options, optimize_state, callback_on_step_end, overrides: as in
+                :meth:`generate`; ``strength`` below 1 keeps more of the coarse appearance;
+                ``coarse_grid_size`` is the grid of a latent's coarse mesh (unused on the
+                ``"render"`` path); ``coarse_render`` mode "nerf" needs a latent (a latent asset or
+                ``via="latent"``).
         Returns:
             A :class:`~sharpit.result.SharpIt3DPipelineOutput` whose meshes are in the asset's
-            original frame and size (for latents: the sharpit world frame, v1.2 scale).
+            original frame and size (for latent assets: the sharpit world frame, v1.2 scale); its
+            ``latent`` is the (edited) Shap-E latent on the latent path.
         Raises:
-            InputError: among others, ``coarse_render`` mode "nerf" with a mesh asset (a mesh has no
-                NeRF to render; nothing falls back silently).
+            InputError: among others an unknown ``via``, ``via="latent"`` without an encoder or
+                Shap-E, ``source_prompt`` on the ``"render"`` path, ``via="render"`` for a latent
+                asset, ``coarse_render`` mode "nerf" without a latent (nothing falls back silently).
+            MeshError: a mesh the encoder cannot take (no faces, too many faces).
         """
         from .mesh_io import UP_AXES
 
@@ -508,23 +592,77 @@ class SharpIt3DPipeline(DiffusionPipeline):
         if up_axis not in UP_AXES:
             raise InputError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
         is_latent = self._is_latent(asset)
-        options.coarse_render.check_source(has_latent=is_latent)
+        via = self._edit_route(via, is_latent)
+        if source_prompt is not None:
+            if not isinstance(source_prompt, str) or not source_prompt.strip():
+                raise InputError(f"source_prompt must be a non-empty string describing the asset, got {source_prompt!r}")
+            if via != "latent":
+                raise InputError("source_prompt steers an edit in Shap-E's latent space, which via='render' skips; "
+                                 "use via='latent' (needs the pipeline's shap_e_encoder) or drop source_prompt")
+        options.coarse_render.check_source(has_latent=via == "latent")
         seed = self._seed(seed, generator)
+        device = self._execution_device
         timings: Dict[str, float] = {}
-        latent, source = None, None
-        with self._stage("coarse", timings):
-            if is_latent:
+        latent = None
+        if is_latent:
+            with self._stage("coarse", timings):
                 latent, source = self._load_latent(asset)
-                coarse_mesh = self.coarse.to_mesh(latent.to(self._execution_device),
-                                                  grid_size=options.coarse_grid_size)
-                transform = Similarity.identity()
-            else:
+            transform = Similarity.identity()
+        else:
+            with self._stage("coarse", timings):
                 mesh, source = self._load_mesh(asset, up_axis)
-                coarse_mesh, to_unit = normalize_mesh(mesh)
-                transform = to_unit.inverse()
-        params = {"mode": "edit", "up_axis": None if is_latent or isinstance(asset, Mesh) else up_axis}
+                normalized, to_unit = normalize_mesh(mesh)
+            transform = to_unit.inverse()   # the result comes back in the asset's frame and size
+            if via == "latent":
+                with self._stage("encode", timings):
+                    latent = self.shap_e_encoder.encode(mesh.to(device), generator=self._generator(seed, 2),
+                                                        progress=False)
+        if source_prompt is not None:
+            with self._stage("invert", timings):
+                latent = self._edit_latent(latent, source_prompt.strip(), prompt, options, seed)
+        if latent is None:
+            coarse_mesh = normalized
+        else:
+            with self._stage("decode", timings):
+                coarse_mesh = self.coarse.to_mesh(latent.to(device), grid_size=options.coarse_grid_size)
+        params = {"mode": "edit", "up_axis": None if is_latent or isinstance(asset, Mesh) else up_axis,
+                  "via": via, "source_prompt": None if source_prompt is None else source_prompt.strip()}
         return self._finish(prompt, coarse_mesh, latent, seed, options, params, timings, transform, source,
-                            callback_on_step_end, callback_on_step_end_tensor_inputs)
+                            callback_on_step_end, callback_on_step_end_tensor_inputs, optimize_state)
+
+    def _edit_route(self, via: Optional[str], is_latent: bool) -> str:
+        """The coarse route of an edit (see :meth:`edit`): ``via`` checked, or the default."""
+        if via is not None and via not in EDIT_ROUTES:
+            raise InputError(f"via must be one of {EDIT_ROUTES} (or None for the default), got {via!r}")
+        if is_latent:
+            if via == "render":
+                raise InputError("a Shap-E latent asset has no mesh to render as it is: via='render' applies to mesh "
+                                 "assets; leave via unset for latents")
+            return "latent"
+        if via is None:
+            return "latent" if self.shap_e_encoder is not None and self.prior is not None else "render"
+        if via == "latent":
+            if self.shap_e_encoder is None:
+                raise InputError("via='latent' encodes the mesh with Shap-E's encoder, which this pipeline was loaded "
+                                 "without: pass SharpIt3DPipeline.from_released(shap_e_encoder=FOLDER) with the "
+                                 "released transmitter.pt + transmitter_config.yaml (sharpit.sources.TRANSMITTER_URL), "
+                                 "or use via='render'")
+            if self.prior is None:
+                raise InputError("via='latent' decodes the encoded latent with Shap-E, which this pipeline was loaded "
+                                 "without (shap_e=None); load it with a Shap-E model or use via='render'")
+        return via
+
+    def _edit_latent(self, latent: torch.Tensor, source_prompt: str, prompt: str, options: GenerationOptions,
+                     seed: int) -> torch.Tensor:
+        """Edit-friendly DDPM inversion of ``latent`` under ``source_prompt``, regenerated under
+        ``prompt`` from step ``int(inversion_steps * latent_strength)`` with the same noise maps."""
+        coarse = self.coarse
+        coarse.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        inversion = coarse.invert(latent.to(self._execution_device), source_prompt,
+                                  num_inference_steps=options.inversion_steps,
+                                  guidance_scale=options.latent_guidance_scale, generator=self._generator(seed, 3))
+        return coarse.edit_latents(inversion, prompt, strength=options.latent_strength,
+                                   guidance_scale=options.latent_guidance_scale)
 
     # -- asset loading -------------------------------------------------------------------
     @staticmethod

@@ -80,7 +80,7 @@ def test_edit_returns_mesh_in_the_assets_frame(pipe, tmp_path):
     asset = tmp_path / "rough.glb"
     save_mesh(colored_cube().transformed(placed), asset)
     source = load_mesh(asset)
-    result = pipe.edit(asset, "a blue cube", seed=0, **TINY_STEPS)
+    result = pipe.edit(asset, "a blue cube", seed=0, via="render", **TINY_STEPS)
     lo, hi = source.bounds()
     center, radius = (lo + hi) / 2, float((hi - lo).norm()) / 2
     # The reconstructor's box spans [-1, 1]^3 in its own frame, a little more than the unit
@@ -127,7 +127,7 @@ def test_nerf_coarse_views_need_a_latent(pipe, tmp_path):
     asset = tmp_path / "cube.glb"
     save_mesh(colored_cube(), asset)
     with pytest.raises(InputError, match="'nerf'.*mesh asset"):
-        pipe.edit(asset, "a cube", coarse_render=CoarseRenderOptions(mode="nerf"), **TINY_STEPS)
+        pipe.edit(asset, "a cube", via="render", coarse_render=CoarseRenderOptions(mode="nerf"), **TINY_STEPS)
     with pytest.raises(InputError, match="CoarseRenderOptions"):
         pipe.generate("a chair", coarse_render="nerf", **TINY_STEPS)
 
@@ -148,12 +148,12 @@ def test_uncoloured_mesh_is_shaded_not_a_silhouette(pipe, tmp_path):
     from sharpit.testing.meshes import uv_sphere
 
     plain = save_mesh(uv_sphere(12, 24, colored=False), tmp_path / "ball.obj")
-    result = pipe.edit(plain, "a marble ball", seed=0, **TINY_STEPS)
+    result = pipe.edit(plain, "a marble ball", seed=0, via="render", **TINY_STEPS)
     assert result.parameters["coarse_shading"] == "lambertian"
     grid = pil_to_tensor(result.coarse_grid)
     on_object = grid.min(0).values < 0.99
     assert grid[0][on_object].std() > 0.05          # shading varies across the ball; unlit grey would be flat
-    coloured = pipe.edit(_saved_cube(tmp_path), "a cube", seed=0, **TINY_STEPS)
+    coloured = pipe.edit(_saved_cube(tmp_path), "a cube", seed=0, via="render", **TINY_STEPS)
     assert coloured.parameters["coarse_shading"] == "unlit"
 
 
@@ -167,8 +167,8 @@ def test_edit_up_axis(pipe, tmp_path):
     tall = colored_cube()
     tall = Mesh(tall.vertices * torch.tensor([0.2, 0.2, 1.0]), tall.faces, vertex_colors=tall.vertex_colors)
     asset = save_mesh(tall, tmp_path / "tall.obj")           # z-up: tall along z
-    as_z = pipe.edit(asset, "a post", seed=0, up_axis="z", **TINY_STEPS)
-    as_y = pipe.edit(asset, "a post", seed=0, up_axis="y", **TINY_STEPS)
+    as_z = pipe.edit(asset, "a post", seed=0, up_axis="z", via="render", **TINY_STEPS)
+    as_y = pipe.edit(asset, "a post", seed=0, up_axis="y", via="render", **TINY_STEPS)
     assert as_z.parameters["up_axis"] == "z" and as_y.parameters["up_axis"] == "y"
     assert list(as_z.coarse_grid.getdata()) != list(as_y.coarse_grid.getdata())   # lying down vs standing
     with pytest.raises(InputError, match="up_axis must be one of"):

@@ -64,6 +64,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import AssetNotFoundError, CorruptFileError, InputError, UnsupportedFormatError
+from .edit_defaults import DEFAULT_EDIT_GUIDANCE, DEFAULT_EDIT_STRENGTH, DEFAULT_INVERSION_STEPS
 from .sampling import RespacedDDPM
 
 __all__ = ["ShapEInversion", "VARIANCES", "DEFAULT_INVERSION_STEPS", "DEFAULT_EDIT_GUIDANCE",
@@ -71,12 +72,6 @@ __all__ = ["ShapEInversion", "VARIANCES", "DEFAULT_INVERSION_STEPS", "DEFAULT_ED
 
 #: Noise of each DDPM step: "posterior" (the paper's eta = 1) or "learned" (the prior's variance output).
 VARIANCES = ("posterior", "learned")
-#: SPEC section 7: Sharp-It's latent edits use 128 DDPM steps and CFG 12.
-DEFAULT_INVERSION_STEPS = 128
-DEFAULT_EDIT_GUIDANCE = 12.0
-#: Sharp-It publishes no edit strength. The paper's code defaults to skipping 36 of 100 steps
-#: (``main_run.py --skip 36``, README ``--skip=36 --cfg_tar=15``): strength 0.64.
-DEFAULT_EDIT_STRENGTH = 0.64
 
 #: ``denoise(x_in, t) -> (x0, variance_values)`` (``ShapEGenerator._denoiser``).
 Denoiser = Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]

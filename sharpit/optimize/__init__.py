@@ -9,9 +9,15 @@ Modules: :mod:`~sharpit.optimize.options` (settings and the timestep schedule),
 (the prior and its losses), :mod:`~sharpit.optimize.loop` (the loop, state, memory notes).
 """
 
-from .loop import TextureRefineResult, refine_texture
-from .options import TARGETS, TIMESTEP_SCHEDULES, TextureOptimizeOptions, timestep_range
-from .sds import RefinerPrior
+from ..lazy import lazy_exports
 
 __all__ = ["refine_texture", "TextureRefineResult", "TextureOptimizeOptions", "RefinerPrior", "TARGETS",
            "TIMESTEP_SCHEDULES", "timestep_range"]
+
+#: Imported on first use, so ``sharpit.options`` can use the light settings class without the
+#: renderer and diffusers.
+_LAZY = {"refine_texture": ".loop", "TextureRefineResult": ".loop", "RefinerPrior": ".sds",
+         "TextureOptimizeOptions": ".options", "TARGETS": ".options", "TIMESTEP_SCHEDULES": ".options",
+         "timestep_range": ".options"}
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Dict, Optional
-
-import torch
+from typing import TYPE_CHECKING, Dict, Optional
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["TextureOptimizeOptions", "TIMESTEP_SCHEDULES", "TARGETS", "timestep_range"]
 
@@ -124,5 +125,7 @@ def timestep_range(options: TextureOptimizeOptions, step: int, steps: int, num_t
 def sample_timestep(options: TextureOptimizeOptions, step: int, steps: int, num_train_timesteps: int,
                     generator: Optional[torch.Generator]) -> int:
     """One integer timestep drawn uniformly from :func:`timestep_range` with ``generator``."""
+    import torch
+
     lo, hi = timestep_range(options, step, steps, num_train_timesteps)
     return int(torch.randint(lo, hi + 1, (1,), generator=generator))

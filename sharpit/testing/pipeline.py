@@ -17,7 +17,7 @@ from ..atomic import atomic_dir
 __all__ = ["save_tiny_models", "smoke_reconstructor", "tiny_cache_dir", "TINY_LAYOUT_VERSION"]
 
 #: Bump when a tiny builder changes, so cached tiny models are rebuilt.
-TINY_LAYOUT_VERSION = 1
+TINY_LAYOUT_VERSION = 2
 
 
 def tiny_cache_dir() -> Path:
@@ -88,22 +88,25 @@ def save_tiny_models(directory: Union[str, os.PathLike], seed: int = 0) -> Dict[
     nothing on the other ranks.
 
     Returns:
-        Keyword arguments for :meth:`SharpIt3DPipeline.from_pretrained`: local paths for
-        ``shap_e``, ``zero123plus``, ``sharpit_unet`` and ``instantmesh``.
+        Keyword arguments for :meth:`SharpIt3DPipeline.from_released`: local paths for
+        ``shap_e``, ``shap_e_encoder`` (the released transmitter layout), ``zero123plus``,
+        ``sharpit_unet`` and ``instantmesh``.
     """
     from .refine import save_tiny_sharp_it_unet_repo, save_tiny_zero123plus_repo
     from .shap_e import save_tiny_shap_e
+    from .shap_e_encoder import save_tiny_shap_e_encoder
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"v{TINY_LAYOUT_VERSION}-seed{seed}"
-    paths = {"shap_e": target / "shap-e", "zero123plus": target / "zero123plus-v1.2",
-             "sharpit_unet": target / "Sharp-It", "instantmesh": target / "InstantMesh-tiny"}
+    paths = {"shap_e": target / "shap-e", "shap_e_encoder": target / "shap-e-transmitter",
+             "zero123plus": target / "zero123plus-v1.2", "sharpit_unet": target / "Sharp-It", "instantmesh": target / "InstantMesh-tiny"}
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_dir():
             with atomic_dir(target) as tmp:
                 save_tiny_shap_e(tmp / paths["shap_e"].name, seed=seed)
+                save_tiny_shap_e_encoder(tmp / paths["shap_e_encoder"].name, seed=seed)
                 save_tiny_zero123plus_repo(tmp / paths["zero123plus"].name, seed=seed)
                 save_tiny_sharp_it_unet_repo(tmp / paths["sharpit_unet"].name, seed=seed)
                 smoke_reconstructor(seed=seed).save_pretrained(tmp / paths["instantmesh"].name)
