@@ -234,3 +234,22 @@ def test_batch_goes_on_past_a_failing_item_and_redoes_only_what_changed(tmp_path
     assert generate.main(changed) == 2
     err = capsys.readouterr().err
     assert "mesh_resolution 32 (now 48)" in err and "--overwrite" in err and len(err.splitlines()) == 1
+
+
+def test_edit_in_latent_space_with_texture_optimisation(tmp_path):
+    """The issue-11 and issue-18 flags end to end: encode (tiny encoder), DDPM-inversion edit from a
+    source prompt, refine, reconstruct, one optimisation step; the state file is gone once saved."""
+    asset = tmp_path / "cube.obj"
+    save_mesh(colored_cube(), asset)
+    out = tmp_path / "edited"
+    proc = run(["--asset", str(asset), "--prompt", "a golden cube", "--out", str(out), *EDIT_FAST,
+                "--source-prompt", "a cube", "--latent-strength", "0.5", "--optimize-steps", "1",
+                "--texture-size", "64", "--face-budget", "300"], tmp_path, module="inference.edit")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((out / "metadata.json").read_text())
+    params = meta["parameters"]
+    assert params["via"] == "latent" and params["source_prompt"] == "a cube" and params["latent_strength"] == 0.5
+    assert params["optimize_steps"] == 1 and meta["mesh"]["textured"] is True
+    assert {"encode", "invert", "optimize"} <= set(meta["timings_s"])
+    assert (out / "latent.safetensors").is_file()
+    assert not list(tmp_path.glob(".edited.optimize-state*"))
