@@ -117,7 +117,7 @@ def _find_assets(value: str) -> Dict[str, Path]:
 def _check(args: argparse.Namespace) -> Dict[str, Any]:
     """Every flag, the inputs and the output folder, before any model loads; returns the run's
     assets, methods and config."""
-    from sharpit.checks import check_device_available, check_output_dir, parse_device
+    from sharpit.checks import check_device_available, check_output_dir, flag_errors, parse_device
     from sharpit.evaluation.methods import SDEDIT_STRENGTH, parse_methods
     from sharpit.evaluation.records import check_config
     from sharpit.coarse import find_latents
@@ -157,16 +157,13 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     if args.assets is not None:
         assets = _find_assets(args.assets)
     if args.latents is not None:
-        latents = find_latents(args.latents)
+        with flag_errors("--latents"):
+            latents = find_latents(args.latents)
         if not latents:
             raise InputError(f"--latents {args.latents}: no .safetensors, .pt or .pth latent in this folder")
     if args.captions is not None:
-        try:
+        with flag_errors("--captions"):
             captions = read_captions(args.captions)
-        except AssetNotFoundError as exc:
-            raise AssetNotFoundError(exc.path, f"--captions: {exc.problem}") from None
-        except InputError as exc:
-            raise InputError(f"--captions: {exc}") from None
     if assets is not None and captions is not None:
         chosen = list(assets)[:args.limit] if args.limit else list(assets)
         lacking = [a for a in chosen if not captions.get(a)]
@@ -269,8 +266,6 @@ def _plan(args: argparse.Namespace, checked: Dict[str, Any]):
                             checked["captions"] or read_captions(tiny_paths["captions"]), args.limit)
 
     def load_runner(device):
-        import torch
-
         from inference.common import load_pipeline
         from sharpit.evaluation.methods import MethodRunner
         from sharpit.pipeline import SharpIt3DPipeline
@@ -337,11 +332,11 @@ def _plan(args: argparse.Namespace, checked: Dict[str, Any]):
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)   # an unknown flag is refused before torch is imported
+    checked = _check(args)
     from sharpit.evaluation.records import write_config
     from sharpit.evaluation.run import evaluate
 
-    args = build_parser().parse_args(argv)
-    checked = _check(args)
     checked["out"].mkdir(parents=True, exist_ok=True)
     write_config(checked["out"], checked["config"])
     failed = evaluate(_plan(args, checked))

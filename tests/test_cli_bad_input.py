@@ -1,5 +1,5 @@
 """A scripted newcomer walk over every command line (issue 13, "First run and bad input"): each
-flag of sharpit-generate, sharpit-edit, sharpit-encode, sharpit-prepare-pairs,
+flag of sharpit-generate, sharpit-edit, sharpit-encode, sharpit-evaluate, sharpit-prepare-pairs,
 sharpit-precompute-latents and sharpit-train gets one bad value at a time, with every other
 argument valid and cheap (``--tiny`` models, tiny training inputs), and must fail
 
@@ -182,6 +182,12 @@ def _encode_parser():
     return build_parser()
 
 
+def _evaluate_parser():
+    from inference.evaluate import build_parser
+
+    return build_parser()
+
+
 def _prepare_parser():
     from training.prepare_pairs import build_parser
 
@@ -212,6 +218,9 @@ COMMANDS = {
     "encode": Command("sharpit-encode", "inference.encode",
                       ("--asset", "{asset}", "--out", "{out}.safetensors", "--tiny"),
                       INFERENCE_LIMIT_S, _encode_loader, _encode_parser),
+    "evaluate": Command("sharpit-evaluate", "inference.evaluate",
+                        ("--tiny", "--methods", "shap_e", "--device", "cpu", "--out", "{out}"),
+                        INFERENCE_LIMIT_S, _inference_loader, _evaluate_parser),
     "prepare": Command("sharpit-prepare-pairs", "training.prepare_pairs",
                        ("--assets", "{assets_dir}", "--captions", "{captions_csv}", "--latents", "{latents_dir}",
                         "--shap_e", "{tiny_shap_e}", "--output", "{out}", "--tile_size", "32",
@@ -308,6 +317,8 @@ def _inference_cases(cmd: str) -> List[Case]:
         _c(cmd, "--texture-source", "both", "unknown"),
         _c(cmd, "--instantmesh-variant", "huge", "unknown"),
         _c(cmd, "--dtype", "fp8", "unknown"),
+        _c(cmd, "--optimize-steps", "-1", "negative"),
+        _c(cmd, "--optimize-steps", "two", "not-int"),
         # model flags: without --tiny, the other models are valid local tiny folders
         _c(cmd, "--pipeline", "{missing}", "missing", drop=("--tiny",)),
         _c(cmd, "--pipeline", "{file}", "a-file", drop=("--tiny",)),
@@ -344,11 +355,98 @@ def _inference_cases(cmd: str) -> List[Case]:
             _c(cmd, "--asset", "{broken_latent}", "corrupt-latent"),
             _c(cmd, "--up-axis", "x", "unknown"),
             _c(cmd, "--up-axis", "z", "z-for-gltf", drop=("--asset",), extra=("--asset", "{glb}")),
-            _c(cmd, "--coarse-render-mode", "nerf", "nerf-for-mesh", needles=("mesh",)),
+            _c(cmd, "--coarse-render-mode", "nerf", "nerf-for-mesh", needles=("mesh",), extra=("--via", "render")),
+            _c(cmd, "--via", "voxels", "unknown"),
+            _c(cmd, "--via", "render", "render-for-latent", drop=("--asset",), extra=("--asset", "{latent}")),
+            _c(cmd, "--via", "latent", "latent-without-encoder", needles=("--encoder",), **tiny_off),
+            _c(cmd, "--source-prompt", "  ", "blank", needles=("empty",)),
+            _c(cmd, "--source-prompt", "a chair", "with-via-render", extra=("--via", "render")),
+            _c(cmd, "--latent-strength", "1.5", "above-one"),
+            _c(cmd, "--latent-strength", "-0.1", "negative"),
+            _c(cmd, "--inversion-steps", "0", "zero"),
+            _c(cmd, "--latent-guidance-scale", "-1", "negative"),
+            _c(cmd, "--encoder", "{missing}", "missing", **tiny_off),
+            _c(cmd, "--encoder", "{emptydir}", "empty-folder", **tiny_off),
+            _c(cmd, "--encoder", "{file}", "a-file", **tiny_off),
+            _c(cmd, "--encoder", "nobody/no-such-encoder", "hub-offline", code=3, **tiny_off),
+            _c(cmd, "--encoder", "{emptydir}", "with-tiny", needles=("--tiny",)),
             _c(cmd, "--shap-e", "{missing}", "missing-for-latent", **latent),
             _c(cmd, "--shap-e", "{file}", "a-file-for-latent", **latent),
         ]
     return cases
+
+
+def _evaluate_cases() -> List[Case]:
+    """``python -m inference.evaluate`` (sharpit-evaluate); tests/test_evaluation_cli.py has more
+    (the output folder of another configuration, captions missing for an asset)."""
+    cmd = "evaluate"
+    # without --tiny: local tiny models and the tiny training inputs as the test set
+    real = dict(drop=("--tiny",), extra=LOCAL_MODELS + ("--assets", "{assets_dir}", "--latents", "{latents_dir}",
+                                                        "--captions", "{captions_csv}"))
+
+    def only(metric):
+        return dict(real, extra=real["extra"] + ("--metrics", metric))
+
+    return [
+        _c(cmd, "--assets", "{missing}", "missing"),
+        _c(cmd, "--assets", "{emptydir}", "no-meshes"),
+        _c(cmd, "--assets", "{blank}", "list-without-meshes"),
+        _c(cmd, "--assets", "{binary}", "list-not-utf8", needles=("utf-8",)),
+        _c(cmd, "--assets", "", "empty", needles=("empty",)),
+        _c(cmd, "--latents", "{missing}", "missing"),
+        _c(cmd, "--latents", "{file}", "a-file"),
+        _c(cmd, "--latents", "{emptydir}", "no-latents"),
+        _c(cmd, "--captions", "{missing}", "missing"),
+        _c(cmd, "--captions", "{emptydir}", "folder"),
+        _c(cmd, "--captions", "{binary}", "not-utf8"),
+        _c(cmd, "--captions", "{no_id_csv}", "no-id-column"),
+        _c(cmd, "--methods", "", "empty", needles=("empty",)),
+        _c(cmd, "--methods", "shap_e,dreamfusion", "unknown", needles=("dreamfusion",)),
+        _c(cmd, "--methods", "folder:{emptydir}", "not-a-pipeline-folder", needles=("model_index.json",)),
+        _c(cmd, "--methods", "sharpit,sharpit", "twice", needles=("twice",)),
+        _c(cmd, "--metrics", "", "empty", needles=("empty",)),
+        _c(cmd, "--metrics", "clip,inception", "unknown", needles=("inception",)),
+        _c(cmd, "--out", "{file}", "is-a-file"),
+        _c(cmd, "--out", "{fulldir}", "not-a-run-folder", needles=("config.json",)),
+        _c(cmd, "--out", "{proc}", "not-writable"),
+        _c(cmd, "--out", "", "empty", needles=("empty",)),
+        _c(cmd, "--seed", "-1", "negative"),
+        _c(cmd, "--seed", "1.5", "not-int"),
+        _c(cmd, "--limit", "0", "zero"),
+        _c(cmd, "--limit", "all", "not-int"),
+        _c(cmd, "--device", "tpu", "unknown"),
+        _c(cmd, "--device", "cuda", "no-gpu-here"),
+        _c(cmd, "--tiny", "=yes", "with-value"),
+        _c(cmd, "--sdedit-strength", "1", "one"),
+        _c(cmd, "--sdedit-strength", "nan", "nan"),
+        _c(cmd, "--points", "10", "too-few"),
+        # extractor weights: a given path that does not exist or is the wrong kind (2); nothing
+        # here and the hub offline (3, naming the flag that takes a local path)
+        _c(cmd, "--inception-weights", "{missing}", "missing", **only("fid")),
+        _c(cmd, "--inception-weights", "{emptydir}", "a-folder", **only("fid")),
+        _c(cmd, "--inception-weights", "{file}", "with-tiny", needles=("--tiny",)),
+        _c(cmd, "--clip", "{missing}", "missing", **only("clip")),
+        _c(cmd, "--clip", "{emptydir}", "empty-folder", **only("clip")),
+        _c(cmd, "--clip", "nobody/no-such-clip", "hub-offline", code=3, **only("clip")),
+        _c(cmd, "--dino", "{file}", "a-file", **only("dino")),
+        _c(cmd, "--dino", "nobody/no-such-dino", "hub-offline", code=3, **only("dino")),
+        _c(cmd, "--lpips-net", "squeeze", "unknown"),
+        _c(cmd, "--lpips-net", "vgg", "with-tiny", needles=("--tiny",)),
+        _c(cmd, "--lpips-weights", "{missing}", "missing", **only("lpips")),
+        _c(cmd, "--lpips-weights", "{file}", "a-file", **only("lpips")),
+        # model flags
+        _c(cmd, "--pipeline", "{missing}", "missing", **real),
+        _c(cmd, "--pipeline", "nobody/no-such-pipeline", "hub-offline", code=3, **real),
+        _c(cmd, "--shap-e", "{missing}", "missing", **real),
+        _c(cmd, "--zero123plus", "{emptydir}", "empty-folder", **real),
+        _c(cmd, "--sharpit-unet", "{file}", "a-file", **real),
+        _c(cmd, "--refiner", "{missing}", "missing", **real),
+        _c(cmd, "--instantmesh", "{file}", "a-file", **real),
+        _c(cmd, "--instantmesh", "nobody/no-such-reconstructor", "hub-offline", code=3, **real),
+        _c(cmd, "--instantmesh-variant", "huge", "unknown"),
+        _c(cmd, "--dtype", "fp8", "unknown"),
+        _c(cmd, "--offload", "=yes", "with-value"),
+    ]
 
 
 def _prepare_cases() -> List[Case]:
@@ -539,7 +637,8 @@ def _train_cases() -> List[Case]:
     ]
 
 
-CASES: List[Case] = (_inference_cases("generate") + _inference_cases("edit") + _encode_cases() + _prepare_cases()
+CASES: List[Case] = (_inference_cases("generate") + _inference_cases("edit") + _encode_cases() + _evaluate_cases()
+                     + _prepare_cases()
                      + _precompute_cases() + _train_cases())
 
 def _params():

@@ -1,5 +1,7 @@
 """sharpit-evaluate end to end (issue 12): a --tiny run split across two real gloo processes, a
-broken asset logged and skipped (exit 4), the report files, resuming, and bad input in one line."""
+broken asset logged and skipped (exit 4), the report files, resuming; every method (and saved
+pipeline folders) with a cheap metric set; missing extractor weights (exit 3) and bad input in one
+line (more bad-input cases in tests/test_cli_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -50,9 +52,10 @@ def _env(tiny):
     return env
 
 
-def _args(tiny, out, *extra):
+def _args(tiny, out, *extra, metrics="fid,psnr,ssim,geometry"):
     return ["--tiny", "--assets", str(tiny["assets"]), "--latents", str(tiny["latents"]), "--captions",
-            str(tiny["captions"]), "--methods", "shap_e", "--points", "500", "--device", "cpu", "--out", str(out), *extra]
+            str(tiny["captions"]), "--methods", "shap_e", "--metrics", metrics, "--points", "500", "--device", "cpu",
+            "--out", str(out), *extra]
 
 
 def test_two_processes_split_the_assets_log_the_broken_one_and_resume(tiny, monkeypatch, capsys):
@@ -68,14 +71,15 @@ def test_two_processes_split_the_assets_log_the_broken_one_and_resume(tiny, monk
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["asset"], r["method"], r["rank"]) for r in results] == [("cube", "shap_e", 0)]
     r = results[0]
-    assert len(r["clip_per_view"]) == 6 and 0 < r["ssim"] <= 1 and r["chamfer"] > 0 and r["seconds"] > 0
+    assert len(r["psnr_per_view"]) == 6 and 0 < r["ssim"] <= 1 and r["chamfer"] > 0 and r["seconds"] > 0
+    assert (out / r["features"]).is_file() and (out / "features" / "cube" / "ground_truth.safetensors").is_file()
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert [(f["asset"], f["rank"]) for f in failures] == [("wreck", 1)]
     # one line about it, no traceback from our code (torchrun prints its own ChildFailedError report)
     assert "FAILED wreck: CorruptFileError" in log and not re.search(r'File "[^"]*/(sharpit|inference)/', log)
     # the report: the paper's numbers beside ours, plots, an offline gallery with relative links
     table = (out / "table.md").read_text()
-    assert "| Sharp-It | 6.60 |" in table and "Shap-E (coarse)" in table
+    assert "| Sharp-It | 6.60 |" in table and re.search(r"\| Shap-E \(coarse\) \| - \| \d+\.\d\d \|", table), table
     for name in ("distributions.png", "time_vs_quality.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "index.html").read_text()
@@ -83,7 +87,8 @@ def test_two_processes_split_the_assets_log_the_broken_one_and_resume(tiny, monk
     assert links and all(not link.startswith(("/", "http")) and (out / link).is_file() for link in links)
     assert {Path(link).name for link in links} == {"coarse.png", "shap_e.png", "ground_truth.png"}
 
-    # resume in-process: the finished pair is skipped, the broken asset retried (and logged again)
+    # resume in-process: the finished pair is skipped, the broken asset retried (and logged again;
+    # no model loads for it: its mesh fails first)
     from inference.evaluate import main
 
     monkeypatch.setenv("SHARPIT_CACHE", str(tiny["cache"]))
@@ -120,14 +125,9 @@ def test_a_method_grid_of_another_size_is_logged_not_measured(tiny, tmp_path, mo
 
 @pytest.mark.parametrize("extra,needle", [
     (("--methods", "shap_e,dreamfusion"), "unknown method 'dreamfusion'"),
-    (("--methods", "folder:{root}"), "not a saved pipeline folder"),
-    (("--methods", "sharpit,sharpit"), "twice"),
-    (("--sdedit-strength", "1"), "--sdedit-strength must lie in (0, 1)"),
-    (("--limit", "0"), "--limit must be >= 1"),
-    (("--clip", "openai/clip-vit-base-patch32"), "cannot be combined with --clip"),
+    (("--metrics", "clip,inception"), "unknown metric 'inception'"),
+    (("--lpips-weights", "{root}"), "cannot be combined with --lpips-weights"),
     (("--captions", "{root}/short.csv"), "no caption for 1 of 2 asset(s) (e.g. wreck)"),
-    (("--assets", "{root}/nowhere"), "--assets: no such folder or file"),
-    (("--device", "tpu"), "--device must be"),
 ])
 def test_bad_input_is_one_line_before_anything_loads(tiny, extra, needle, capsys):
     from inference.evaluate import main
@@ -182,3 +182,37 @@ def test_every_method_and_saved_folders_with_a_cheap_metric_set(tiny, tmp_path, 
     page = (out / "index.html").read_text()
     assert {Path(link).name for link in re.findall(r'src="([^"]+)"', page)} == \
         {"coarse.png", "ground_truth.png", *(f"{k}.png" for k in keys.values())}
+    # the same command again: every pair is done, nothing runs or loads, nothing is appended
+    from sharpit.evaluation import run
+
+    monkeypatch.setattr(run, "evaluate_asset", None)
+    assert main(argv) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(keys)
+
+
+def test_missing_extractor_weights_exit_3_naming_the_flags(tiny, tmp_path, monkeypatch, capsys):
+    """Without --tiny: weights absent from their default places (an empty torch hub cache, the hub
+    offline) stop the run before anything loads with exit 3 and one line naming each flag that
+    takes a local path; a given path that does not exist is exit 2 naming its flag."""
+    from inference.evaluate import main
+    from sharpit.testing.pipeline import save_tiny_models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("sharpit.evaluation.lpips.bundled_linear_path", lambda net: None)   # lpips not installed
+    models = save_tiny_models(tiny["cache"] / "tiny-models")
+    base = [a for a in _args(tiny, tmp_path / "run", metrics="fid") if a != "--tiny"] + [
+        "--shap-e", models["shap_e"], "--zero123plus", models["zero123plus"], "--sharpit-unet", models["sharpit_unet"],
+        "--instantmesh", models["instantmesh"]]
+    for metrics, flags, code in (("fid", ["--inception-weights"], 3), ("lpips", ["--lpips-weights"], 3),
+                                 ("fid,clip,lpips", ["--inception-weights", "--clip", "--lpips-weights"], 3)):
+        argv = base + ["--metrics", metrics, "--clip", "nobody/no-such-clip"]
+        assert main(argv) == code, metrics
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 2 and err[1].startswith("To try the whole chain offline"), err
+        assert all(flag in err[0] for flag in flags), err[0]
+    for metric, flag in (("fid", "--inception-weights"), ("lpips", "--lpips-weights")):
+        assert main(base + ["--metrics", metric, flag, str(tmp_path / "nowhere")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0] and "no such" in err[0], err
+    assert not (tmp_path / "run").exists()

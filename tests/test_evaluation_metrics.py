@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from sharpit.errors import AssetNotFoundError, CheckpointError, InputError
+from sharpit.errors import AssetNotFoundError, CheckpointError, InputError, WeightsFileNotFoundError
 from sharpit.evaluation.fid import frechet_distance, inception_features, load_inception, trace_sqrt_product
 from sharpit.evaluation.geometry import chamfer_distance, fscore, mesh_geometry, sample_surface
 from sharpit.evaluation.images import as_views_uint8
+from sharpit.evaluation.lpips import NETS, load_lpips, lpips_distance, lpips_reference
+from sharpit.evaluation.run import METRICS, parse_metrics
 from sharpit.evaluation.pixels import psnr, ssim
 from sharpit.evaluation.similarity import load_clip, load_dino
 from sharpit.mesh import Mesh
-from sharpit.testing.evaluation import save_random_inception, save_tiny_clip, save_tiny_dino
+from sharpit.testing.evaluation import save_random_inception, save_random_lpips, save_tiny_clip, save_tiny_dino
 from sharpit.testing.meshes import colored_cube, uv_sphere
 
 
@@ -33,11 +35,11 @@ def _images(n=8, size=48, seed=0):
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise(inception):
-    x = _images()
+    x = _images(5)
     g = torch.Generator().manual_seed(1)
     noise = torch.randn(x.shape, generator=g)
     feats = inception_features(inception, x)
-    assert feats.shape == (8, 2048) and float(feats.std()) > 1e-3   # the random network is not degenerate
+    assert feats.shape == (5, 2048) and float(feats.std()) > 1e-3   # the random network is not degenerate
     fids = [frechet_distance(feats, inception_features(inception, (x + s * noise).clamp(0, 1))) for s in (0.05, 0.2, 0.5)]
     self_fid = frechet_distance(feats, feats)
     assert abs(self_fid) < 1e-6 * fids[0]
@@ -55,9 +57,12 @@ def test_trace_sqrt_product_matches_torch_fidelitys_eigvals_formula(n1, n2):
     assert frechet_distance(a, b) == pytest.approx(d @ d + np.trace(s1) + np.trace(s2) - 2 * reference, rel=1e-6)
 
 
-def test_inception_weights_missing_or_wrong(tmp_path):
+def test_inception_weights_missing_or_wrong(tmp_path, monkeypatch):
     with pytest.raises(AssetNotFoundError, match="inception-weights"):
         load_inception(tmp_path / "nope.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))     # nothing in the default place: exit 3
+    with pytest.raises(WeightsFileNotFoundError, match="--inception-weights FILE"):
+        load_inception()
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="Inception"):
         load_inception(tmp_path / "other.pth")
@@ -117,3 +122,54 @@ def test_geometry_normalises_both_meshes_and_is_reproducible():
     assert a == mesh_geometry(moved, sphere, num_points=2000, seed=3)
     assert a["chamfer"] < 0.02 and a["fscore"] > 0.99
     assert mesh_geometry(colored_cube(), sphere, num_points=2000)["chamfer"] > a["chamfer"] * 2
+
+
+@pytest.fixture(scope="module")
+def lpips_alex(tmp_path_factory):
+    return load_lpips("alex", save_random_lpips(tmp_path_factory.mktemp("lpips"), "alex"))
+
+
+def test_lpips_of_identical_views_is_zero_grows_with_noise_and_is_symmetric(lpips_alex):
+    x = _images(3, 64)
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(x.shape, generator=g)
+    assert lpips_distance(lpips_alex, x, x) == [0.0, 0.0, 0.0]
+    d = [lpips_distance(lpips_alex, (x + s * noise).clamp(0, 1), x) for s in (0.02, 0.1, 0.3)]
+    assert all(0 < a < b < c for a, b, c in zip(*d))
+    y = (x + 0.1 * noise).clamp(0, 1)
+    assert lpips_distance(lpips_alex, y, x) == pytest.approx(lpips_distance(lpips_alex, x, y), rel=1e-5)
+    # the reference's features made once give the same numbers
+    assert lpips_distance(lpips_alex, y, lpips_reference(lpips_alex, x)) == pytest.approx(d[1], rel=1e-6)
+    with pytest.raises(InputError, match="same"):
+        lpips_distance(lpips_alex, x, x[:2])
+    with pytest.raises(InputError, match="32x32"):
+        lpips_distance(lpips_alex, x[:, :, :16, :16], x[:, :, :16, :16])
+
+
+def test_lpips_weights_missing_or_wrong(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr("sharpit.evaluation.lpips.bundled_linear_path", lambda net: None)
+    with pytest.raises(WeightsFileNotFoundError, match="alexnet-owt-7be5be79.pth and alex.pth.*--lpips-weights DIR"):
+        load_lpips("alex")
+    with pytest.raises(AssetNotFoundError, match="--lpips-weights: no such folder"):
+        load_lpips("alex", tmp_path / "nowhere")
+    folder = save_random_lpips(tmp_path / "w", "alex")
+    # the trunk found in torch's hub cache, the linear layers in the folder
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (folder / NETS["alex"].file).rename(tmp_path / "torch" / "hub" / "checkpoints" / NETS["alex"].file)
+    assert load_lpips("alex", folder).net == "alex"
+    torch.save({"lin0.model.1.weight": torch.zeros(1, 3, 1, 1)}, folder / "alex.pth")
+    with pytest.raises(CheckpointError, match=r"lin0.model.1.weight is \(1, 3, 1, 1\)"):
+        load_lpips("alex", folder)
+    torch.save({"features.0.weight": torch.zeros(2)}, folder / NETS["alex"].file)
+    with pytest.raises(CheckpointError, match="not torchvision's alex weights"):
+        load_lpips("alex", folder)
+
+
+def test_metrics_selection():
+    assert parse_metrics(None) == METRICS == parse_metrics("all")
+    assert parse_metrics("lpips, CLIP,geometry") == ("clip", "lpips", "geometry")
+    with pytest.raises(InputError, match="unknown metric 'is'"):
+        parse_metrics("fid,is")
+    with pytest.raises(InputError, match="empty"):
+        parse_metrics(" , ")

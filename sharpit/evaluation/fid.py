@@ -55,7 +55,7 @@ import importlib.util
 import sys
 import types
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch

@@ -226,10 +226,10 @@ def lpips_weight_files(net: str = DEFAULT_NET, weights: Union[str, Path, None] =
         missing.append(f"{net}.pth (the lpips v{LPIPS_VERSION} linear layers, shipped in the lpips pip package: "
                        f"`pip install lpips --no-deps`, or {_LINEAR_URL.format(net=net)})")
     if missing:
-        where = f"in {folder} nor " if folder is not None else ""
+        where = f"{folder}, " if folder is not None else ""
         raise WeightsFileNotFoundError(
             " and ".join(m.split(" ", 1)[0] for m in missing),
-            f"LPIPS ({net}) needs {' and '.join(missing)}; found {where}in {default_trunk_path(net).parent} / the "
+            f"LPIPS ({net}) needs {' and '.join(missing)}; looked in {where}{default_trunk_path(net).parent} and the "
             f"lpips package. Put the files in a folder and pass {flag} DIR.")
     return trunk, linear
 

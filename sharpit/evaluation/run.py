@@ -21,7 +21,9 @@ metrics of the run (:data:`METRICS`, all by default; ``--metrics`` picks some):
 * always: wall time and peak memory of the method, and the metrics' own time (``metrics_seconds``).
 
 A broken asset (unreadable mesh, missing latent, empty coarse surface, a method grid of another
-size than the ground truth) is logged to ``failures.jsonl`` and skipped; the others go on.
+size than the ground truth) is logged to ``failures.jsonl`` and skipped; the others go on. Models
+and extractors load when the first asset with readable inputs comes up, so a process whose
+assets are all broken loads none.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ..errors import InputError, SharpItError
 from .methods import MethodRunner, MethodSpec
 from .records import FAILURES_FILE, RESULTS_FILE, append_jsonl, done_pairs
 
-__all__ = ["METRICS", "parse_metrics", "Extractors", "EvalAsset", "RunPlan", "evaluate_asset", "evaluate",
+__all__ = ["METRICS", "parse_metrics", "Extractors", "EvalAsset", "RunPlan", "asset_mesh", "evaluate_asset", "evaluate",
            "GROUND_TRUTH_SHADING", "GROUND_TRUTH_SUPERSAMPLE"]
 
 logger = logging.getLogger("sharpit.evaluation")
@@ -146,10 +148,26 @@ def _image_metrics(views: torch.Tensor, gt_views: torch.Tensor, gt_embeddings: D
     return out
 
 
+def asset_mesh(asset: EvalAsset):
+    """The ground-truth mesh of ``asset``, once its inputs are known to be there.
+
+    Raises:
+        AssetNotFoundError: no Shap-E latent for it. SharpItError: the mesh file is broken.
+    """
+    from ..errors import AssetNotFoundError
+    from ..mesh_io import load_mesh
+
+    if asset.latent_path is None:
+        raise AssetNotFoundError(asset.mesh_path.with_suffix(".pt"), "no Shap-E latent for this object under "
+                                 "--latents (<id>.pt or <id>.safetensors): the coarse input of every method")
+    return load_mesh(asset.mesh_path)
+
+
 def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: MethodRunner, ex: Extractors,
-                   out: Path, seed: int, device, rank: int = 0, done=frozenset()) -> Tuple[int, int]:
+                   out: Path, seed: int, device, rank: int = 0, done=frozenset(), gt_mesh=None) -> Tuple[int, int]:
     """Evaluate the methods of ``specs`` not in ``done`` on one asset; append their lines to
-    ``results.jsonl``. Returns ``(pairs written, pairs failed)``.
+    ``results.jsonl``. Returns ``(pairs written, pairs failed)``. ``gt_mesh``: the asset's mesh
+    when already loaded (:func:`asset_mesh`).
 
     Raises:
         SharpItError: the asset itself is broken (mesh, latent): the caller logs it and skips it.
@@ -158,17 +176,12 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
 
     from ..cameras import VIEW_SIZE
     from ..coarse import load_latents
-    from ..errors import AssetNotFoundError
     from ..grid import grid_to_views
-    from ..mesh_io import load_mesh
     from .fid import inception_features
     from .geometry import mesh_geometry
     from .lpips import lpips_reference
 
-    if asset.latent_path is None:
-        raise AssetNotFoundError(asset.mesh_path.with_suffix(".pt"), "no Shap-E latent for this object under "
-                                 "--latents (<id>.pt or <id>.safetensors): the coarse input of every method")
-    gt_mesh = load_mesh(asset.mesh_path)
+    gt_mesh = asset_mesh(asset) if gt_mesh is None else gt_mesh
     latent, _ = load_latents(asset.latent_path, width=runner.base.coarse.latent_width)
     latent = latent[:1]
     with torch.no_grad():
@@ -243,7 +256,7 @@ class RunPlan:
     out: Path
     seed: int
     device: str
-    load_runner: Any = None        # (device) -> MethodRunner, called only when something is left to do
+    load_runner: Any = None        # (device) -> MethodRunner, called once an asset's inputs are readable
     load_extractors: Any = None    # (device) -> Extractors, likewise
     prepare: Any = None            # () -> assets or None, on the main process first (e.g. build tiny inputs)
     report: Any = None             # (out) -> None, process 0 once every process is done
@@ -274,16 +287,23 @@ def evaluate(plan: RunPlan) -> int:
     if len(mine) > len(todo):
         print(f"[rank {rank}] {len(mine) - len(todo)} asset(s) already done", flush=True)
     failed = 0
-    if todo:
-        runner = plan.load_runner(run_on)
-        extractors = plan.load_extractors(run_on)
-        for asset in tqdm(todo, desc=f"evaluate (rank {rank})", disable=not state.is_local_main_process):
-            try:
-                _, bad = evaluate_asset(asset, plan.specs, runner, extractors, plan.out, plan.seed, run_on, rank, done)
-                failed += bad
-            except SharpItError as exc:
-                failed += 1
-                _log_failure(plan.out, asset, exc, rank)
+    runner = extractors = None   # loaded for the first asset whose inputs are readable
+    for asset in tqdm(todo, desc=f"evaluate (rank {rank})", disable=not state.is_local_main_process):
+        try:
+            gt_mesh = asset_mesh(asset)
+        except SharpItError as exc:
+            failed += 1
+            _log_failure(plan.out, asset, exc, rank)
+            continue
+        if runner is None:   # outside the try: missing weights stop the run, they are no asset's fault
+            runner, extractors = plan.load_runner(run_on), plan.load_extractors(run_on)
+        try:
+            _, bad = evaluate_asset(asset, plan.specs, runner, extractors, plan.out, plan.seed, run_on, rank, done,
+                                    gt_mesh)
+            failed += bad
+        except SharpItError as exc:
+            failed += 1
+            _log_failure(plan.out, asset, exc, rank)
     state.wait_for_everyone()
     if state.is_main_process and plan.report is not None:
         plan.report(plan.out)
