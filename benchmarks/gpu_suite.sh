@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU benchmark in one run, for the `device` tool's GPU machine (one H100/H200, under 8
 # minutes in total): render, coarse (Shap-E), refine per CFG step, reconstruct, marching cubes,
-# end to end fp16, resident vs offloaded peak memory, and a training step at batch 3 with peak
-# memory. Each benchmark prints its own markdown rows; everything goes to stdout and to
+# end to end fp16, resident vs offloaded peak memory, a training step at batch 3 with peak
+# memory, latent editing (encode + DDPM inversion + regeneration), one texture-optimisation
+# (score distillation) step, and the evaluation metrics' cost per asset. Each benchmark prints its own markdown rows; everything goes to stdout and to
 # ${OUT:-benchmarks/out}/gpu_suite.md, ready to paste into benchmarks/RESULTS.md.
 #
 #   bash benchmarks/gpu_suite.sh                  # on the GPU machine, from the repository root
@@ -30,6 +31,9 @@ if [ "$quick" = 1 ]; then   # tiny settings: checks that every command runs, not
   mc_args="--quick --no-compare"
   e2e_args="--coarse-steps 2 --refine-steps 1 --coarse-grid-size 32 --mesh-resolution 32"
   train_args="--batch 1 --steps 1"
+  edit_args="--steps 4 --timed-steps 2 --skip-encode"
+  optimize_args="--steps 1 --warmup 0 --faces 2000"
+  evaluate_args="--repeats 1 --points 1000"
 else
   render_args="--faces 100000 --supersample 2 --repeats 20 --warmup 3"
   coarse_args="--steps 64 --grids 128 256"
@@ -38,6 +42,9 @@ else
   mc_args="--resolutions 128 256 --repeats 5 --no-compare"
   e2e_args=""
   train_args="--batch 3 --steps 5"
+  edit_args="--dtype float16"
+  optimize_args="--dtype fp16 --steps 10 --warmup 2"
+  evaluate_args="--repeats 3"
 fi
 
 {
@@ -68,6 +75,9 @@ step marching_cubes "$py" benchmarks/bench_marching_cubes.py --device "$device" 
 step end_to_end "$py" benchmarks/bench_end_to_end.py --device "$device" $e2e_args
 step offload "$py" benchmarks/bench_offload.py --device "$device" $e2e_args
 step train "$py" benchmarks/bench_train.py --device "$device" $train_args
+step edit "$py" benchmarks/bench_edit.py --device "$device" $edit_args
+step optimize "$py" benchmarks/bench_optimize.py --device "$device" $optimize_args
+step evaluate "$py" benchmarks/bench_evaluate.py --device "$device" $evaluate_args
 
 echo -e "\n$failed step(s) failed; report in $report" | tee -a "$report"
 exit $((failed > 0))

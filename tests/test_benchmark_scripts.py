@@ -34,7 +34,7 @@ def test_gpu_suite_passes_only_flags_the_benchmarks_know():
     for name, value in re.findall(r'^\s*(\w+_args)="([^"]*)"', suite, re.M):
         values.setdefault(name, []).append(value)
     steps = re.findall(r'^step \w+ "\$py" benchmarks/(bench_\w+\.py) --device "\$device" \$(\w+)', suite, re.M)
-    assert len(steps) == 8 and {s for s, _ in steps} <= set(SCRIPTS)
+    assert len(steps) == 11 and {s for s, _ in steps} <= set(SCRIPTS)
     for script, var in steps:
         help_text = subprocess.run([sys.executable, f"benchmarks/{script}", "--help"], cwd=REPO,
                                    capture_output=True, text=True, timeout=120).stdout
