@@ -11,9 +11,7 @@ object). Images are the 8-bit views of :mod:`sharpit.evaluation.images`.
   channel and averaged (``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, channel_axis=...)``).
 
-LPIPS is not here: the maintained implementations (``lpips``, torchmetrics', torch-fidelity's)
-all import torchvision for their VGG/AlexNet backbones, which a CPU-only torch cannot always
-import; see the evaluation README section.
+LPIPS, the third per-view metric, is in :mod:`.lpips` (it needs a network and its weights).
 """
 
 from __future__ import annotations
