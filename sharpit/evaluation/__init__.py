@@ -2,7 +2,7 @@
 objects, the methods compared, and the run/report machinery behind ``sharpit-evaluate``.
 
 Modules: :mod:`.images` (8-bit views), :mod:`.fid`, :mod:`.similarity` (CLIP, DINO),
-:mod:`.pixels` (PSNR, SSIM), :mod:`.lpips` (LPIPS without torchvision), :mod:`.geometry` (Chamfer, F-score), :mod:`.methods`, :mod:`.run`,
-:mod:`.records` (run folder files), :mod:`.report` (table, plots, gallery). Heavy dependencies
+:mod:`.pixels` (PSNR, SSIM), :mod:`.lpips` (LPIPS without torchvision), :mod:`.geometry` (Chamfer,
+F-score), :mod:`.methods`, :mod:`.run`, :mod:`.records` (run folder files), :mod:`.report` (table, plots, gallery). Heavy dependencies
 (torch-fidelity, matplotlib: ``pip install 'sharpit[eval]'``) are imported where used.
 """
