@@ -159,7 +159,7 @@ def test_bad_arguments_fail_before_loading(inputs, tmp_path, monkeypatch, capsys
         _prepare(inputs, out, encoder=str(tmp_path / "nowhere"))
     (tmp_path / "half").mkdir()
     shutil.copy(inputs / "encoder" / "transmitter.pt", tmp_path / "half")
-    with pytest.raises(CheckpointError, match="without its transmitter_config.yaml"):
+    with pytest.raises(CheckpointError, match="--encoder is not a Shap-E encoder folder"):   # no YAML beside it
         _prepare(inputs, out, encoder=str(tmp_path / "half"))
     with pytest.raises(WeightsNotFoundError, match="--encoder"):
         _prepare(inputs, out, encoder="nobody/no-such-encoder")

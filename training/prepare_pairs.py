@@ -70,13 +70,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from sharpit.coarse.render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
-from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, CheckpointError,
-                            ConfigError, CorruptFileError, InputError, OutputNotWritableError, SharpItError,
-                            WeightsNotFoundError)
+from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, ConfigError,
+                            CorruptFileError, InputError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
 from sharpit.sources import SHAP_E_HUB_ID, TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, TRANSMITTER_URL
 
-from sharpit.checks import (at_least, check_device_available, check_input_dir, check_input_file, check_model_source,
-                            check_output_dir, flag_errors, hub_reachable, parse_device, quiet_hub_warnings,
+from sharpit.checks import (at_least, check_device_available, check_encoder_source, check_input_dir, check_input_file,
+                            check_model_source, check_output_dir, flag_errors, parse_device, quiet_hub_warnings,
                             weights_message)
 from .renderers import BLENDER_LIGHTINGS, check_lightings
 
@@ -97,8 +96,6 @@ _SHADINGS = ("unlit", "lambertian")
 COARSE_SOURCES = ("latents", "encode")
 #: The subfolder of ``--output`` that ``--coarse encode`` keeps its latents in.
 ENCODED_LATENTS_DIR = "latents"
-#: The two layouts ShapEEncoder.from_pretrained reads from a folder (files that must be there).
-_ENCODER_FILES = ((TRANSMITTER_FILENAME, TRANSMITTER_CONFIG_FILENAME), ("config.json",))
 _ENCODER_LAYOUT = (f"{TRANSMITTER_FILENAME} + {TRANSMITTER_CONFIG_FILENAME} as released, or config.json + "
                    "safetensors from ShapEEncoder.save_pretrained")
 #: What ShapEGenerator.from_pretrained reads from a local folder (the openai/shap-e layout).
@@ -213,32 +210,6 @@ def _examples(names: Sequence[str], n: int = 3) -> str:
     return ", ".join(repr(name) for name in list(names)[:n]) + (", ..." if len(names) > n else "")
 
 
-def _check_encoder_source(encoder) -> str:
-    """``--encoder`` before loading: a local folder in one of the two encoder layouts, or a hub id
-    that is cached or downloadable. Returns how latent files record it (a local folder's absolute
-    path, or the hub id)."""
-    from sharpit.sources import is_hub_id
-
-    what = "a Shap-E encoder folder"
-    text = os.fspath(encoder)
-    if text.strip() and is_hub_id(text):
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = any(all(isinstance(try_to_load_from_cache(text, name), str) for name in files)
-                     for files in _ENCODER_FILES)
-        if not (cached or hub_reachable()):
-            raise WeightsNotFoundError(text, f"--encoder takes a local folder ({_ENCODER_LAYOUT}); the released "
-                                             f"files are {TRANSMITTER_URL} and its _config.yaml")
-        return text
-    check_model_source(text, "--encoder", what, [], _ENCODER_LAYOUT)   # exists, is a folder
-    folder = Path(text)
-    if not any(all((folder / name).is_file() for name in files) for files in _ENCODER_FILES):
-        found = (f"{TRANSMITTER_FILENAME} without its {TRANSMITTER_CONFIG_FILENAME} beside it"
-                 if (folder / TRANSMITTER_FILENAME).is_file() else f"neither {TRANSMITTER_FILENAME} nor config.json")
-        raise CheckpointError(folder, f"--encoder is not {what}: it has {found} ({_ENCODER_LAYOUT})")
-    return str(folder.resolve())
-
-
 def _check_coarse_source(coarse: str, latents, encoder, seed, assets: List[Tuple[str, Path]]):
     """The flags of ``--coarse``: returns ``(latent files by object id, encoder as recorded)``."""
     if coarse not in COARSE_SOURCES:
@@ -252,7 +223,8 @@ def _check_coarse_source(coarse: str, latents, encoder, seed, assets: List[Tuple
             raise ConfigError(f"--coarse encode needs --encoder: a Shap-E encoder folder ({_ENCODER_LAYOUT}) or hub "
                               f"id; the released files are {TRANSMITTER_URL} and its _config.yaml")
         at_least(seed, 0, "--seed")
-        return {}, _check_encoder_source(encoder)
+        hub_id = check_encoder_source(encoder)
+        return {}, os.fspath(encoder) if hub_id else str(Path(encoder).resolve())   # as latent files record it
     if encoder is not None:
         raise ConfigError("--encoder applies to --coarse encode only, and this run uses --coarse latents; drop "
                           "--encoder or add --coarse encode")
