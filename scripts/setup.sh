@@ -32,9 +32,11 @@ echo "[setup] installing sharpit[$extras]"
 # FID (sharpit/evaluation/fid.py) uses torch-fidelity's Inception. torch-fidelity lists torchvision,
 # whose PyPI wheels are CUDA builds that would replace a CPU torch (and fail to import against
 # it); FID needs nothing of torchvision, so it is installed without dependencies (the others,
-# numpy, scipy, pillow, tqdm, come with sharpit).
+# numpy, scipy, pillow, tqdm, come with sharpit). The same holds for the lpips package, whose
+# bundled v0.1 linear layers sharpit's own LPIPS reads (sharpit/evaluation/lpips.py) without
+# importing it.
 case ",$extras," in
-  *,dev,*|*,eval,*) "${pip[@]}" install -q --no-deps "torch-fidelity>=0.3" ;;
+  *,dev,*|*,eval,*) "${pip[@]}" install -q --no-deps "torch-fidelity>=0.3" "lpips>=0.1.4" ;;
 esac
 # The Khronos glTF validator (a Node package) lets the tests check exported GLBs; optional.
 if command -v npm >/dev/null 2>&1 && [ ! -d "$root/.tools/node_modules/gltf-validator" ]; then
