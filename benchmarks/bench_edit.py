@@ -20,7 +20,7 @@ The content of the latent does not change the inversion's timing.
 
 GPU (full run):
     python benchmarks/bench_edit.py --device cuda --dtype float16
-CPU (reduced: a few steps timed, the rest extrapolated; the encode alone takes ~12 minutes here):
+CPU (reduced: a few steps timed, the rest extrapolated; the encode alone takes 9-13 minutes here):
     python benchmarks/bench_edit.py --device cpu --timed-steps 4
 """
 
