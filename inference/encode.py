@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from inference.common import main_guard
-from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError, WeightsNotFoundError
+from sharpit.errors import (AssetNotFoundError, InputError, OutputNotWritableError, UnsupportedFormatError,
+                            WeightsNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,12 +54,16 @@ def _decoder_width(shap_e: str) -> Optional[int]:
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    from sharpit.checks import check_device_available, check_encoder_source, parse_device
+    from sharpit.checks import (at_least, check_device_available, check_encoder_source, check_model_source,
+                                check_output_dir, flag_errors, parse_device)
     from sharpit.formats import MESH_READ_FORMATS
     from sharpit.sources import TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, TRANSMITTER_URL
 
     args = build_parser().parse_args(argv)
     asset, out = Path(args.asset), Path(args.out)
+    if asset.is_dir():
+        raise InputError(f"--asset {asset} is a folder; pass one mesh file (run once per mesh, or use "
+                         "training/prepare_pairs.py --coarse encode for a folder of assets)")
     if not asset.is_file():
         raise AssetNotFoundError(asset, "--asset: file not found; check the path")
     if asset.suffix.lower() not in MESH_READ_FORMATS:
@@ -69,10 +74,19 @@ def _main(argv: Optional[List[str]] = None) -> int:
         raise UnsupportedFormatError(out, "--out: latents are written as .safetensors; use that extension")
     if out.exists() and not args.overwrite:
         raise InputError(f"--out {out} exists; pass --overwrite to replace it")
-    if not out.parent.exists() and out.parent != Path(""):
+    if out.parent.exists() and not out.parent.is_dir():
+        raise OutputNotWritableError(out, f"--out cannot be written: {out.parent} is a file, not a folder")
+    if not out.parent.exists():
         raise AssetNotFoundError(out.parent, "--out: the folder does not exist; create it first")
+    check_output_dir(out.parent, "--out")
+    at_least(args.seed, 0, "--seed")
     device = parse_device(args.device)
     layout = f"{TRANSMITTER_FILENAME} + {TRANSMITTER_CONFIG_FILENAME}, or config.json + safetensors"
+    if args.tiny and args.encoder is not None:
+        raise InputError("--tiny uses a random tiny encoder and cannot be combined with --encoder; drop one of them")
+    if args.shap_e is not None:
+        check_model_source(args.shap_e, "--shap-e", "a Shap-E folder (diffusers layout)", ["model_index.json"],
+                           "model_index.json + a folder per component, e.g. openai/shap-e")
     if not args.tiny:
         if args.encoder is None:
             raise WeightsNotFoundError("Shap-E encoder", f"--encoder is required (a folder with {layout}); the "
@@ -85,7 +99,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
     from sharpit.coarse import ShapEEncoder, save_latents
     from sharpit.mesh_io import load_mesh
 
-    mesh = load_mesh(asset, up_axis=args.up_axis)
+    with flag_errors("--asset"):
+        mesh = load_mesh(asset, up_axis=args.up_axis)
     if args.tiny:
         from sharpit.testing.shap_e_encoder import tiny_shap_e_encoder
 

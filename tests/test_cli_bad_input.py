@@ -13,8 +13,7 @@ argument valid and cheap (``--tiny`` models, tiny training inputs), and must fai
 
 Most cases call each module's ``main(argv)`` in-process (milliseconds each); a handful run the
 installed console scripts from a fresh folder, to show that nothing else reaches the terminal.
-Every case passes today, except the known gaps marked ``gap=`` (strict xfails: fixing one turns
-its case into a failure until the mark is removed); a regression shows as a failure naming the
+Every case passes (there are no expected failures); a regression shows as a failure naming the
 command, the flag and the value.
 """
 
@@ -258,7 +257,6 @@ class Case:
     extra: Tuple[str, ...] = ()       # valid flags added (e.g. local model folders)
     needles: Tuple[str, ...] = ()     # words the error line must hold (case-insensitive)
     names: Tuple[str, ...] = ()       # other words that name the culprit (a config file's key)
-    gap: str = ""                     # a known gap of the command: the case is a strict xfail until it is fixed
 
     @property
     def id(self) -> str:
@@ -512,33 +510,30 @@ def _encode_cases() -> List[Case]:
     """``python -m inference.encode`` (sharpit-encode): a mesh file -> a latent file."""
     cmd = "encode"
     local = dict(drop=("--tiny",), extra=("--encoder", "{tiny_encoder}"))
-    late = "inference/encode.py checks this only after the encoder has loaded (or not at all)"
     return [
         _c(cmd, "--asset", "{missing}", "missing"),
-        _c(cmd, "--asset", "{emptydir}", "folder", gap="inference/encode.py calls an existing folder 'file not found'"),
+        _c(cmd, "--asset", "{emptydir}", "folder"),
         _c(cmd, "--asset", "", "empty"),
         _c(cmd, "--asset", "{file}", "unsupported-format"),
         _c(cmd, "--asset", "{latent}", "a-latent-file"),
-        _c(cmd, "--asset", "{broken_glb}", "corrupt-glb", gap="inference/encode.py's mesh error does not name --asset"),
+        _c(cmd, "--asset", "{broken_glb}", "corrupt-glb"),
         _c(cmd, "--out", "{file}", "not-safetensors", needles=(".safetensors",)),
         _c(cmd, "--out", "{latent}", "exists", needles=("--overwrite",)),
         _c(cmd, "--out", "{missing}.safetensors", "folder-missing"),
-        _c(cmd, "--out", "{below_file}.safetensors", "below-a-file", gap=late),
-        _c(cmd, "--out", "/proc/sharpit-walk.safetensors", "not-writable", gap=late),
+        _c(cmd, "--out", "{below_file}.safetensors", "below-a-file"),
+        _c(cmd, "--out", "/proc/sharpit-walk.safetensors", "not-writable"),
         _c(cmd, "--out", "", "empty"),
         Case(cmd, "--encoder", (), "left-out", code=3, drop=("--tiny",)),   # no --encoder, no --tiny
         _c(cmd, "--encoder", "{missing}", "missing", drop=("--tiny",)),
         _c(cmd, "--encoder", "{file}", "a-file", drop=("--tiny",)),
         _c(cmd, "--encoder", "{emptydir}", "empty-folder", drop=("--tiny",)),
         _c(cmd, "--encoder", "nobody/no-such-encoder", "hub-offline", code=3, drop=("--tiny",)),
-        _c(cmd, "--encoder", "{tiny_encoder}", "with-tiny", needles=("--tiny",),
-           gap="inference/encode.py ignores --encoder with --tiny silently"),
-        _c(cmd, "--shap-e", "{missing}", "missing", gap=late, **local),
-        _c(cmd, "--shap-e", "{file}", "a-file", gap=late, **local),
+        _c(cmd, "--encoder", "{tiny_encoder}", "with-tiny", needles=("--tiny",)),
+        _c(cmd, "--shap-e", "{missing}", "missing", **local),
+        _c(cmd, "--shap-e", "{file}", "a-file", **local),
         _c(cmd, "--up-axis", "x", "unknown"),
         _c(cmd, "--up-axis", "z", "z-for-gltf", drop=("--asset",), extra=("--asset", "{glb}")),
-        _c(cmd, "--seed", "-1", "negative",
-           gap="inference/encode.py accepts a negative --seed (generate/edit refuse it)"),
+        _c(cmd, "--seed", "-1", "negative"),
         _c(cmd, "--seed", "1.5", "not-int"),
         _c(cmd, "--device", "gpu0", "unknown"),
         _c(cmd, "--device", "cuda", "no-gpu-here"),
@@ -638,13 +633,12 @@ def _train_cases() -> List[Case]:
 
 
 CASES: List[Case] = (_inference_cases("generate") + _inference_cases("edit") + _encode_cases() + _evaluate_cases()
-                     + _prepare_cases()
-                     + _precompute_cases() + _train_cases())
+                     + _prepare_cases() + _precompute_cases() + _train_cases())
+
 
 def _params():
     for case in CASES:
-        marks = [pytest.mark.xfail(strict=True, reason=case.gap)] if case.gap else []
-        yield pytest.param(case, id=case.id, marks=marks)
+        yield pytest.param(case, id=case.id)
 
 
 # --------------------------------------------------------------------------------------------------
