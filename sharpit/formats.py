@@ -5,7 +5,13 @@
   ``torch.save`` files (``.pt``, ``.pth``).
 """
 
-__all__ = ["MESH_READ_FORMATS", "MESH_WRITE_FORMATS", "LATENT_SUFFIXES"]
+import os
+from pathlib import Path
+from typing import Dict, Union
+
+from .errors import AssetNotFoundError
+
+__all__ = ["MESH_READ_FORMATS", "MESH_WRITE_FORMATS", "LATENT_SUFFIXES", "find_latents"]
 
 #: Mesh suffixes :func:`sharpit.mesh_io.load_mesh` reads.
 MESH_READ_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
@@ -13,3 +19,19 @@ MESH_READ_FORMATS = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 MESH_WRITE_FORMATS = (".glb", ".gltf", ".obj", ".ply")
 #: Suffixes of latent files: sharpit's ``.safetensors`` and Cap3D-style ``torch.save`` files.
 LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def find_latents(root: Union[str, "os.PathLike[str]"]) -> Dict[str, Path]:
+    """``{object id: latent file}`` for every file :func:`sharpit.coarse.load_latents` reads (``.safetensors``,
+    ``.pt``, ``.pth``) anywhere under ``root``; the file stem is the object id (Cap3D names its
+    latents ``<uid>.pt``). Files are visited in sorted path order and a later file with the same
+    stem replaces an earlier one.
+
+    Raises:
+        AssetNotFoundError: ``root`` does not exist, or is a file (the message says which).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise AssetNotFoundError(root, "latent folder not found" if not root.exists() else
+                                 "not a folder; pass the folder that holds the latents")
+    return {p.stem: p for p in sorted(root.rglob("*")) if p.suffix in LATENT_SUFFIXES and p.is_file()}

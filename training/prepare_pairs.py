@@ -69,14 +69,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from sharpit.coarse.render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
-from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, ConfigError,
-                            CorruptFileError, InputError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
-from sharpit.sources import SHAP_E_HUB_ID, TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, TRANSMITTER_URL
-
 from sharpit.checks import (at_least, check_device_available, check_encoder_source, check_input_dir, check_input_file,
                             check_model_source, check_output_dir, flag_errors, parse_device, quiet_hub_warnings,
                             weights_message)
+from sharpit.coarse.render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
+from sharpit.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_WEIGHTS, AssetNotFoundError, ConfigError,
+                            CorruptFileError, InputError, OutputNotWritableError, SharpItError, WeightsNotFoundError)
+from sharpit.formats import find_latents
+from sharpit.sources import SHAP_E_HUB_ID, TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, TRANSMITTER_URL
+
 from .renderers import BLENDER_LIGHTINGS, check_lightings
 
 if TYPE_CHECKING:  # torch, the renderers and the shard writer are imported by prepare_pairs(), after the checks
@@ -88,7 +89,6 @@ __all__ = ["ASSET_SUFFIXES", "COARSE_SOURCES", "ENCODED_LATENTS_DIR", "find_asse
 logger = logging.getLogger("sharpit.training.prepare_pairs")
 
 ASSET_SUFFIXES = (".glb", ".gltf", ".obj")
-_LATENT_SUFFIXES = (".pt", ".safetensors")
 _ID_COLUMNS = ("object_id", "uid", "id")
 _RENDERERS = ("sharpit", "blender")
 _SHADINGS = ("unlit", "lambertian")
@@ -128,14 +128,6 @@ def object_seed(seed: int, object_id: str) -> int:
     differently split run encodes every object exactly as a single uninterrupted run would."""
     digest = hashlib.sha256(f"{int(seed)}/{object_id}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
-
-
-def _find_latents(root) -> Dict[str, Path]:
-    root = Path(root)
-    if not root.is_dir():
-        raise AssetNotFoundError(root, "latent folder not found" if not root.exists() else
-                                 "not a folder; pass the folder that holds the latents")
-    return {p.stem: p for p in sorted(root.rglob("*")) if p.suffix in _LATENT_SUFFIXES and p.is_file()}
 
 
 def read_captions(path) -> Dict[str, str]:
@@ -232,7 +224,7 @@ def _check_coarse_source(coarse: str, latents, encoder, seed, assets: List[Tuple
         raise ConfigError("--latents is required with --coarse latents (the default): the folder of <id>.pt or "
                           "<id>.safetensors Shap-E latents; without latents, use --coarse encode --encoder DIR")
     check_input_dir(latents, "--latents", "latent folder")
-    latent_of = _find_latents(latents)
+    latent_of = find_latents(latents)
     if not latent_of:
         raise InputError(f"{latents}: --latents holds no <id>.pt or <id>.safetensors Shap-E latent (searched below it)")
     if assets and not any(oid in latent_of for oid, _ in assets):

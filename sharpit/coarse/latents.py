@@ -27,7 +27,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import AssetNotFoundError, CorruptFileError, InputError, UnsupportedFormatError
-from ..formats import LATENT_SUFFIXES
+from ..formats import LATENT_SUFFIXES, find_latents
 from ..safe_load import load_checkpoint
 
 __all__ = ["save_latents", "load_latents", "check_latents", "find_latents", "SHAP_E_LATENT_WIDTH", "LATENT_SUFFIXES"]
@@ -139,22 +139,6 @@ def load_latents(path: PathLike, width: Optional[int] = None,
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from exc
     return _select_row(path, latents, row), metadata
-
-
-def find_latents(root: PathLike) -> Dict[str, Path]:
-    """``{object id: latent file}`` for every file :func:`load_latents` reads (``.safetensors``,
-    ``.pt``, ``.pth``) anywhere under ``root``; the file stem is the object id (Cap3D names its
-    latents ``<uid>.pt``). Files are visited in sorted path order and a later file with the same
-    stem replaces an earlier one.
-
-    Raises:
-        AssetNotFoundError: ``root`` does not exist, or is a file (the message says which).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise AssetNotFoundError(root, "latent folder not found" if not root.exists() else
-                                 "not a folder; pass the folder that holds the latents")
-    return {p.stem: p for p in sorted(root.rglob("*")) if p.suffix in LATENT_SUFFIXES and p.is_file()}
 
 
 def _select_row(path: Path, latents: torch.Tensor, row: Union[int, str, None]) -> torch.Tensor:
