@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import urllib.parse
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -180,9 +181,9 @@ def write_gallery(out: Path, summary: Dict[str, Dict[str, float]]) -> None:
         cells = []
         for name, file in [("coarse", "coarse.png")] + [(m, f"{keys[m]}.png") for m in summary] + \
                 [("ground truth", "ground_truth.png")]:
-            rel = f"grids/{asset}/{file}"
-            cells.append(f'<td><img src="{html.escape(rel)}" alt="{html.escape(name)}" width="160"></td>'
-                         if (out / rel).is_file() else "<td>-</td>")
+            rel = f"grids/{asset}/{file}"   # a URL: the asset id percent-encoded ('#', '?', '%', spaces)
+            cells.append(f'<td><img src="{html.escape(urllib.parse.quote(rel))}" alt="{html.escape(name)}" '
+                         'width="160"></td>' if (out / rel).is_file() else "<td>-</td>")
         rows.append(f"<tr><th>{html.escape(asset)}<br><small>{html.escape(caption)}</small></th>{''.join(cells)}</tr>")
     links = [f'<a href="{file}">{label}</a>' for file, label in (("table.md", "table.md"), ("distributions.png",
              "distributions"), ("time_vs_quality.png", "time vs quality")) if (out / file).is_file()]

@@ -1,0 +1,40 @@
+"""The report of an evaluation run folder (sharpit.evaluation.report), on a synthetic folder:
+gallery links that are valid URLs for any asset id."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from pathlib import Path
+
+from sharpit.evaluation.records import append_jsonl
+from sharpit.evaluation.report import write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _record(asset, method="shap_e", **metrics):
+    return {"asset": asset, "method": method, "method_key": method, "caption": "a thing", "seconds": 1.0,
+            "peak_memory_bytes": 2 ** 30, "metrics_seconds": 0.1, "grid": f"grids/{asset}/{method}.png",
+            "clip": 0.9, **metrics}
+
+
+def _run_folder(out: Path, assets):
+    for asset in assets:
+        (out / "grids" / asset).mkdir(parents=True)
+        for name in ("coarse.png", "shap_e.png", "ground_truth.png"):
+            (out / "grids" / asset / name).write_bytes(PNG)
+        append_jsonl(out / "results.jsonl", _record(asset))
+
+
+def test_gallery_links_percent_encode_asset_ids(tmp_path):
+    assets = ["chair #2", "50%off?"]
+    _run_folder(tmp_path, assets)
+    write_report(tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    links = re.findall(r'src="([^"]+)"', page)
+    assert len(links) == 6
+    for link in links:   # what a browser resolves: the URL path, unquoted, is the file
+        assert "#" not in link and "?" not in link and " " not in link
+        assert (tmp_path / urllib.parse.unquote(link)).is_file(), link
