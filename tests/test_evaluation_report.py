@@ -38,3 +38,16 @@ def test_gallery_links_percent_encode_asset_ids(tmp_path):
     for link in links:   # what a browser resolves: the URL path, unquoted, is the file
         assert "#" not in link and "?" not in link and " " not in link
         assert (tmp_path / urllib.parse.unquote(link)).is_file(), link
+
+
+def test_table_counts_only_failures_no_later_result_replaced(tmp_path):
+    _run_folder(tmp_path, ["cube", "mug"])
+    for failure in ({"asset": "cube", "method": "shap_e"},      # failed once, then done by a rerun
+                    {"asset": "mug", "method": None},           # the asset failed, then done
+                    {"asset": "wreck", "method": None},         # still broken: logged on two runs
+                    {"asset": "wreck", "method": None},
+                    {"asset": "mug", "method": "sharpit"}):     # a method still failing on a done asset
+        append_jsonl(tmp_path / "failures.jsonl", {**failure, "error": "CorruptFileError", "message": "..."})
+    write_report(tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert "2 asset(s) or asset x method pair(s) failed" in table and "mug x sharpit, wreck." in table, table

@@ -18,12 +18,13 @@ import io
 import math
 import urllib.parse
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..atomic import write_bytes_atomic
 from .records import FAILURES_FILE, RESULTS_FILE, read_jsonl
 
-__all__ = ["PAPER_TABLE", "PAPER_NAMES", "summarize", "write_table", "write_plots", "write_gallery", "write_report"]
+__all__ = ["PAPER_TABLE", "PAPER_NAMES", "summarize", "unresolved_failures", "write_table", "write_plots",
+           "write_gallery", "write_report"]
 
 #: The paper's table (SPEC section 6): FID, CLIP, DINO, time per object, on 6k Objaverse objects.
 PAPER_TABLE = {
@@ -77,6 +78,19 @@ def summarize(out: Path) -> Dict[str, Dict[str, float]]:
     return summary
 
 
+def unresolved_failures(out: Path) -> List[Tuple[str, Optional[str]]]:
+    """``(asset, method or None)`` of the failures in ``failures.jsonl`` that no later result
+    replaced, each once, sorted. ``failures.jsonl`` keeps every attempt (a rerun that fails again
+    appends again, one that succeeds leaves the old line): a failure of an asset x method is
+    resolved by a result of that pair, a failure of the asset itself (method None) by any result
+    of the asset."""
+    done = {(r.get("asset"), r.get("method")) for r in read_jsonl(out / RESULTS_FILE)}
+    assets = {a for a, _ in done}
+    missing = {(f.get("asset"), f.get("method")) for f in read_jsonl(out / FAILURES_FILE)}
+    return sorted(((a, m) for a, m in missing if not (a in assets if m is None else (a, m) in done)),
+                  key=lambda pair: (str(pair[0]), str(pair[1])))
+
+
 def _f(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -111,9 +125,12 @@ def write_table(out: Path, summary: Dict[str, Dict[str, float]]) -> str:
                      f"{_f(s['chamfer'], 4)} | "
                      f"{_f(s['fscore'], 3)} | {_f(s['seconds'], 1)} | {_f(s['peak_memory_gib'])} | "
                      f"{_f(s['metrics_seconds'], 2)} |")
-    failures = read_jsonl(out / FAILURES_FILE)
-    if failures:
-        lines += ["", f"{len(failures)} failure(s) logged in {FAILURES_FILE} (skipped; a rerun retries them)."]
+    missing = unresolved_failures(out)
+    if missing:
+        lines += ["", f"{len(missing)} asset(s) or asset x method pair(s) failed and are not in these numbers "
+                  f"(reasons in {FAILURES_FILE}; a rerun retries them): "
+                  + ", ".join(a if m is None else f"{a} x {m}" for a, m in missing[:10])
+                  + (", ..." if len(missing) > 10 else "") + "."]
     text = "\n".join(lines) + "\n"
     write_bytes_atomic(out / "table.md", text.encode("utf-8"))
     return text
