@@ -92,7 +92,10 @@ def _read_asset_list(path: Path) -> Dict[str, Path]:
         p = Path(line) if Path(line).is_absolute() else path.parent / line
         if p.suffix.lower() not in _ASSET_SUFFIXES:
             raise InputError(f"--assets {path}: {line!r} is not a .glb, .gltf or .obj mesh path")
-        found.setdefault(p.stem, p)
+        if p.stem in found and found[p.stem] != p:   # results are keyed by id: one would be lost
+            raise InputError(f"--assets {path}: {found[p.stem]} and {p} have the same object id {p.stem!r} (the "
+                             "file name without its suffix); rename one or list only one")
+        found[p.stem] = p
     if not found:
         raise InputError(f"--assets {path}: the file lists no mesh (one path per line)")
     return dict(sorted(found.items()))

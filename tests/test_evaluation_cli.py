@@ -128,11 +128,13 @@ def test_a_method_grid_of_another_size_is_logged_not_measured(tiny, tmp_path, mo
     (("--metrics", "clip,inception"), "unknown metric 'inception'"),
     (("--lpips-weights", "{root}"), "cannot be combined with --lpips-weights"),
     (("--captions", "{root}/short.csv"), "no caption for 1 of 2 asset(s) (e.g. wreck)"),
+    (("--assets", "{root}/twice.txt"), "have the same object id 'cube'"),
 ])
 def test_bad_input_is_one_line_before_anything_loads(tiny, extra, needle, capsys):
     from inference.evaluate import main
 
     (tiny["root"] / "short.csv").write_text("uid,caption\ncube,a red cube\n")
+    (tiny["root"] / "twice.txt").write_text("assets/cube.glb\nassets/wreck.glb\nother/cube.obj\n")
     argv = _args(tiny, tiny["root"] / "bad-run") + [e.format(root=tiny["root"]) for e in extra]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
