@@ -51,3 +51,18 @@ def test_table_counts_only_failures_no_later_result_replaced(tmp_path):
     write_report(tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert "2 asset(s) or asset x method pair(s) failed" in table and "mug x sharpit, wreck." in table, table
+
+
+def test_cpu_peak_memory_is_in_bytes_on_linux_and_macos(monkeypatch):
+    import resource
+    import sys
+    from types import SimpleNamespace
+
+    from sharpit.evaluation.methods import measure
+
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=3000))
+    for platform, expected in (("linux", 3000 * 1024), ("darwin", 3000)):   # ru_maxrss: KiB on Linux, bytes on macOS
+        monkeypatch.setattr(sys, "platform", platform)
+        with measure("cpu") as m:
+            pass
+        assert m.peak_memory_bytes == expected and m.memory_kind == "cpu_max_rss"

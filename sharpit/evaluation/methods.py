@@ -118,7 +118,8 @@ class measure:
 
     On CUDA the peak is ``torch.cuda.max_memory_allocated`` after resetting it on entry (this
     block's own peak); on the CPU it is the process's peak resident set size so far
-    (``ru_maxrss``, which cannot be reset: an upper bound of this block's peak).
+    (``ru_maxrss``, which cannot be reset: an upper bound of this block's peak; kilobytes on Linux,
+    bytes on macOS).
     """
 
     def __init__(self, device):
@@ -134,12 +135,14 @@ class measure:
 
     def __exit__(self, *exc) -> None:
         import resource
+        import sys
 
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
         else:
-            self.result.peak_memory_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+            rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            self.result.peak_memory_bytes = rss if sys.platform == "darwin" else rss * 1024
         self.result.seconds = time.perf_counter() - self._start
 
 
