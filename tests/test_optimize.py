@@ -141,3 +141,33 @@ def test_bad_inputs_raise_sharpit_errors(prior):
         TextureOptimizeOptions(t_min=0.7)
     with pytest.raises(ConfigError, match="target"):
         TextureOptimizeOptions(target="vsd")
+
+
+def test_guided_estimate_matches_the_refiners_own_cfg_and_scheduler():
+    """On the real tiny concat refiner (text and condition matter): the prior's guided noise, turned
+    into a clean estimate, equals the one the refiner's own path gives (its prompt and condition
+    batches [unconditional, conditional], its UNet call, CFG, and its Euler scheduler's v-prediction
+    x0 at the same timestep). A swapped CFG order or another noise convention fails this."""
+    refiner = tiny_sharpit_pipeline("concat")
+    grid = torch.rand(1, 3, 960, 640, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(1, 4, 120, 80, generator=g), torch.randn(1, 4, 120, 80, generator=g)
+    scheduler = refiner.scheduler
+    scheduler.set_timesteps(4)
+    t = scheduler.timesteps[1]
+    sigma = scheduler.sigmas[1]
+    sample = x0 + sigma * eps                                  # the Euler scheduler's latent at t
+    with torch.no_grad():
+        embeds = refiner.encode_prompt(["blurry", "a cube"])
+        cond = refiner.prepare_condition_latents(grid, torch.Generator().manual_seed(5), guidance=True)
+        uncond, c = refiner.predict(scheduler.scale_model_input(torch.cat([sample, sample]), t), t, embeds,
+                                    cond).chunk(2)
+    reference = scheduler.step(uncond + 3.0 * (c - uncond), t, sample).pred_original_sample
+
+    p = RefinerPrior(refiner, "a cube", negative_prompt="blurry", guidance_scale=3.0)
+    step = int(round(float(t)))
+    x_t = p.noise(x0, step, eps)
+    eps_hat = p.predict_noise(x_t, step, p.condition_latents(p.condition_posterior(grid),
+                                                             torch.Generator().manual_seed(5)))
+    a = p.alphas_cumprod[step]
+    torch.testing.assert_close((x_t - (1 - a).sqrt() * eps_hat) / a.sqrt(), reference, rtol=1e-4, atol=1e-4)
