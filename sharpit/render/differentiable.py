@@ -106,7 +106,8 @@ def render_texture(fragments: TextureFragments, texture: torch.Tensor,
         fragments: from :func:`rasterize_texture_coords`.
         texture: (Ht, Wt, 3) texels in [0, 1] (row 0 at the top), float32 or float64, possibly
             requiring grad. Values are not clamped (a clamp would stop the gradient at the
-            bounds): keep them in range, e.g. through a sigmoid.
+            bounds): keep them in range, e.g. by projecting after each optimiser step as
+            :mod:`sharpit.optimize` does (:func:`~sharpit.optimize.texture.project_texture`).
         background: grey level or RGB triple in [0, 1].
     Returns:
         (N, 3, size, size) images in ``texture``'s dtype: each pixel the mean of its samples'
