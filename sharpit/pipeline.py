@@ -147,7 +147,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
                                 generation_defaults=GenerationOptions.from_dict(generation_defaults).to_dict(),
                                 model_sources={k: str(v) for k, v in (model_sources or {}).items()})
         self._stage_cache["refiner"] = (self._refiner_key(), refiner)
-        self._keep_renderer_fp32()
+        self._keep_float32_components()
 
     # -- the stages, built on the registered components ----------------------------------
     def _refiner_key(self) -> tuple:
@@ -333,12 +333,28 @@ class SharpIt3DPipeline(DiffusionPipeline):
         return pipe
 
     def to(self, *args, **kwargs) -> "SharpIt3DPipeline":
-        """``DiffusionPipeline.to`` (device and/or dtype), keeping the Shap-E renderer float32."""
-        pipe = super().to(*args, **kwargs)
-        pipe._keep_renderer_fp32()
+        """``DiffusionPipeline.to`` (device and/or dtype). The float32-only components
+        (:data:`FLOAT32_COMPONENTS`: the Shap-E renderer and encoder) follow the device but are
+        never cast: a cast to float16 and back would round their weights."""
+        dtype = kwargs.get("dtype", next((a for a in args if isinstance(a, torch.dtype)), None))
+        kept = {}
+        if dtype is not None and dtype != torch.float32:
+            kept = {name: getattr(self, name) for name in FLOAT32_COMPONENTS if getattr(self, name) is not None}
+        for name in kept:   # hidden from diffusers' cast (object.__setattr__: the config stays as it is)
+            object.__setattr__(self, name, None)
+        try:
+            pipe = super().to(*args, **kwargs)
+        finally:
+            for name, part in kept.items():
+                object.__setattr__(self, name, part)
+        device = kwargs.get("device", next((a for a in args if not isinstance(a, torch.dtype)), None))
+        if device is not None:
+            for part in kept.values():
+                part.to(device)
+        pipe._keep_float32_components()
         return pipe
 
-    def _keep_renderer_fp32(self) -> None:
+    def _keep_float32_components(self) -> None:
         for part in (getattr(self, name) for name in FLOAT32_COMPONENTS):
             if part is not None and part.dtype != torch.float32:
                 part.to(torch.float32)

@@ -79,13 +79,25 @@ def test_model_cpu_offload_gives_the_same_outputs(saved, result):
     _same(result, offloaded.generate("a red chair", seed=5, **FAST))
 
 
-def test_to_dtype_keeps_the_shap_e_renderer_float32(saved):
+def _unrounded(part, reference):
+    assert part.dtype == torch.float32
+    for (name, a), b in zip(reference.state_dict().items(), part.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_to_dtype_keeps_the_shap_e_renderer_and_encoder_float32_unrounded(saved):
+    reference = SharpIt3DPipeline.from_pretrained(saved)
     half = SharpIt3DPipeline.from_pretrained(saved, torch_dtype=torch.float16)
     assert half.unet.dtype == torch.float16 and half.prior.dtype == torch.float16
-    assert half.shap_e_renderer.dtype == torch.float32
     back = half.to(torch.bfloat16)
     assert back is half and half.reconstructor.dtype == torch.bfloat16
-    assert half.shap_e_renderer.dtype == torch.float32
+    # loaded in float32, and a cast after loading leaves them alone: not rounded through float16
+    cast = reference.to("cpu", torch.float16)
+    assert cast.unet.dtype == torch.float16 and cast.config.shap_e_encoder[1] == "ShapEEncoder"
+    fresh = SharpIt3DPipeline.from_pretrained(saved)
+    for loaded in (half, cast):
+        for name in ("shap_e_renderer", "shap_e_encoder"):
+            _unrounded(getattr(loaded, name), getattr(fresh, name))
 
 
 def test_load_errors_name_the_source(saved, tmp_path):
