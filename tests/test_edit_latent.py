@@ -65,8 +65,13 @@ def test_latent_route_differs_from_rendering_the_mesh(pipe, asset, kept):
     assert list(rendered.coarse_grid.getdata()) != list(kept.coarse_grid.getdata())
 
 
-def test_source_prompt_edits_the_latent(pipe, asset, kept):
-    edited = pipe.edit(asset, "a blue cube", seed=0, source_prompt="a cube", latent_strength=1.0, **TINY_STEPS)
+@pytest.fixture(scope="module")
+def edited(pipe, asset):
+    """The latent edited from a source prompt (edit-friendly DDPM inversion at strength 1)."""
+    return pipe.edit(asset, "a blue cube", seed=0, source_prompt="a cube", latent_strength=1.0, **TINY_STEPS)
+
+
+def test_source_prompt_edits_the_latent(pipe, asset, kept, edited):
     assert "invert" in edited.timings
     assert edited.parameters["source_prompt"] == "a cube"
     assert edited.parameters["latent_strength"] == 1.0 and edited.parameters["inversion_steps"] == 4
@@ -125,17 +130,53 @@ def test_route_errors(pipe, asset, kept):
     assert no_shap_e._edit_route(None, is_latent=False) == "render"   # no Shap-E: the mesh as it is
 
 
-def test_the_encoder_is_saved_with_the_pipeline_and_stays_float32(pipe, tmp_path):
+@pytest.fixture(scope="module")
+def saved(pipe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "pipeline"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_the_encoder_is_saved_with_the_pipeline_and_stays_float32(pipe, saved):
     from sharpit.coarse import ShapEEncoder
 
-    pipe.save_pretrained(tmp_path / "saved")
-    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    index = json.loads((saved / "model_index.json").read_text())
     assert index["shap_e_encoder"][1] == "ShapEEncoder"
-    loaded = SharpIt3DPipeline.from_pretrained(tmp_path / "saved", torch_dtype=torch.float16)
+    loaded = SharpIt3DPipeline.from_pretrained(saved, torch_dtype=torch.float16)
     assert isinstance(loaded.shap_e_encoder, ShapEEncoder)
     assert loaded.shap_e_encoder.dtype == torch.float32 and loaded.unet.dtype == torch.float16
     for (name, a), b in zip(pipe.shap_e_encoder.state_dict().items(), loaded.shap_e_encoder.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_model_cpu_offload_leaves_the_encoder_on_the_device(saved, asset, kept):
+    """The encoder and renderer are used outside forward: excluded from the offload hooks, they
+    stay on the execution device, and the latent route gives the same result."""
+    offloaded = SharpIt3DPipeline.from_pretrained(saved)
+    offloaded.set_progress_bar_config(disable=True)
+    offloaded.enable_model_cpu_offload(device="cpu")   # the hooks' logic, on the only device here
+    assert hasattr(offloaded.unet, "_hf_hook") and hasattr(offloaded.prior, "_hf_hook")
+    assert not hasattr(offloaded.shap_e_encoder, "_hf_hook") and not hasattr(offloaded.shap_e_renderer, "_hf_hook")
+    again = offloaded.edit(asset, "a blue cube", seed=0, **TINY_STEPS)
+    assert again.parameters["via"] == "latent" and torch.equal(again.latent, kept.latent)
+    assert torch.equal(again.mesh.vertices, kept.mesh.vertices)
+
+
+def test_the_command_line_expects_what_a_latent_edit_records(asset, kept, edited):
+    """``inference.edit`` skips a finished item only when the parameters it expects (computed
+    without loading a model) equal those the result recorded: with and without a latent edit."""
+    from inference.common import expected_parameters, generation_overrides
+    from inference.edit import build_parser
+
+    flags = ["--asset", str(asset), "--prompt", "a blue cube", "--out", "unused", "--tiny", "--refine-steps", "2",
+             "--coarse-grid-size", "32", "--mesh-resolution", "48"]
+    for result, extra, source in ((kept, [], None), (edited, ["--latent-strength", "1.0"], "a cube")):
+        args = build_parser().parse_args(flags + extra)
+        overrides = generation_overrides(args, latent_strength=args.latent_strength)
+        expected = expected_parameters(args, overrides, latent_edit=source is not None, mode="edit",
+                                       up_axis="auto", via="latent", source_prompt=source)
+        recorded = json.loads(json.dumps(result.parameters))   # as metadata.json holds them
+        assert {key: recorded.get(key) for key in expected} == expected
 
 
 def test_optimize_steps_texture_the_result(pipe, tmp_path):
