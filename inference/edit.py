@@ -28,6 +28,10 @@ from inference.common import (add_common_args, check_done_items, check_output, c
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
 
 
+#: Flags that act only with ``--source-prompt`` (refused without it rather than silently ignored).
+LATENT_EDIT_FLAGS = ("--latent-strength", "--inversion-steps", "--latent-guidance-scale")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m inference.edit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +115,11 @@ def _main(argv: Optional[List[str]] = None) -> int:
     if source_prompt is not None and via != "latent":
         raise InputError("--source-prompt edits in Shap-E's latent space, which --via render skips; use --via latent "
                          "(with --encoder) or drop --source-prompt")
+    if source_prompt is None:   # the latent-edit flags would change nothing (and are recorded as None)
+        for flag in LATENT_EDIT_FLAGS:
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise InputError(f"{flag} acts only in an edit of the Shap-E latent, which needs --source-prompt "
+                                 "(what the asset shows now); add --source-prompt or drop " + flag)
     overrides.get("coarse_render", DEFAULT_COARSE_RENDER).check_source(has_latent=via == "latent")  # before loading
     check_asset(asset, is_latent, args.up_axis)
     prompts, batch = collect_prompts(args, "a golden chair")

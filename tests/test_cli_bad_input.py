@@ -363,6 +363,9 @@ def _inference_cases(cmd: str) -> List[Case]:
             _c(cmd, "--latent-strength", "-0.1", "negative"),
             _c(cmd, "--inversion-steps", "0", "zero"),
             _c(cmd, "--latent-guidance-scale", "-1", "negative"),
+            *(_c(cmd, flag, value, "without-source-prompt", needles=("--source-prompt",))
+              for flag, value in (("--latent-strength", "0.5"), ("--inversion-steps", "8"),
+                                  ("--latent-guidance-scale", "3"))),
             _c(cmd, "--encoder", "{missing}", "missing", **tiny_off),
             _c(cmd, "--encoder", "{emptydir}", "empty-folder", **tiny_off),
             _c(cmd, "--encoder", "{file}", "a-file", **tiny_off),
