@@ -274,12 +274,13 @@ def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], lat
     with ``--tiny``, those of ``--pipeline``'s ``model_index.json``, else the paper's, with the
     flags applied; :meth:`~sharpit.options.GenerationOptions.recorded` with ``latent_edit``) and
     ``fixed`` (``mode``, ``up_axis``, ...). Models are not compared: pass ``--overwrite`` after
-    changing one."""
+    changing one. ``fixed`` comes first, so a changed route (``via``, ``source_prompt``) is what a
+    refused rerun names, not the options it switched off."""
     from sharpit.options import TINY_OPTIONS, GenerationOptions
 
     index = _saved_index(args.pipeline) or {}
     base = TINY_OPTIONS if args.tiny else GenerationOptions.from_dict(index.get("generation_defaults"))
-    return {**base.replace(**overrides).recorded(latent_edit=latent_edit), **fixed}
+    return {**fixed, **base.replace(**overrides).recorded(latent_edit=latent_edit)}
 
 
 def has_shap_e_encoder(args: argparse.Namespace) -> bool:

@@ -162,10 +162,10 @@ def test_model_cpu_offload_leaves_the_encoder_on_the_device(saved, asset, kept):
     assert torch.equal(again.mesh.vertices, kept.mesh.vertices)
 
 
-def test_the_command_line_expects_what_a_latent_edit_records(asset, kept, edited):
+def test_the_command_line_expects_what_a_latent_edit_records(asset, kept, edited, tmp_path):
     """``inference.edit`` skips a finished item only when the parameters it expects (computed
     without loading a model) equal those the result recorded: with and without a latent edit."""
-    from inference.common import expected_parameters, generation_overrides
+    from inference.common import Item, done_state, expected_parameters, generation_overrides
     from inference.edit import build_parser
 
     flags = ["--asset", str(asset), "--prompt", "a blue cube", "--out", "unused", "--tiny", "--refine-steps", "2",
@@ -177,6 +177,13 @@ def test_the_command_line_expects_what_a_latent_edit_records(asset, kept, edited
                                        up_axis="auto", via="latent", source_prompt=source)
         recorded = json.loads(json.dumps(result.parameters))   # as metadata.json holds them
         assert {key: recorded.get(key) for key in expected} == expected
+        if source is None:
+            without_source = expected
+    # a rerun that drops --source-prompt over the edited result names the route, not the options it turned off
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "metadata.json").write_text(json.dumps({"prompt": "a blue cube", "seed": 0, "parameters": edited.parameters}))
+    assert done_state(Item(0, "a blue cube", 0, out), without_source) == "source_prompt 'a cube' (now None)"
 
 
 def test_optimize_steps_texture_the_result(pipe, tmp_path):
