@@ -218,3 +218,88 @@ def test_missing_extractor_weights_exit_3_naming_the_flags(tiny, tmp_path, monke
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0] and "no such" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+class _OneFailsOneWorks:
+    """``broken`` raises a RuntimeError (as a CUDA out-of-memory error would); ``works`` returns a
+    full-size grid whose measurement says CUDA memory."""
+
+    base = _WrongSize.base
+
+    def run(self, spec, latent, caption, seed, device):
+        if spec.name == "broken":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return MethodOutput(torch.full((3, 960, 640), 0.5), None, 1.0, 123, "cuda_max_allocated")
+
+
+class _SlowReference:
+    """A CLIP stand-in whose first call (the ground truth's embeddings) takes 0.3 s."""
+
+    calls = 0
+
+    def embed(self, views):
+        import time
+
+        if not self.calls:
+            time.sleep(0.3)
+        self.calls += 1
+        return views.flatten(1)[:, :8] + 1.0
+
+
+def test_a_pair_error_is_logged_and_skipped_and_ground_truth_time_is_its_own(tmp_path, monkeypatch):
+    """Any exception of one pair (here a RuntimeError) is logged and the next method still runs;
+    the ground truth's features are timed once as ground_truth_seconds, not in the first method's
+    metrics_seconds; memory_kind is the measurement's."""
+    import sharpit.coarse
+    import training.renderers
+    from sharpit.evaluation.run import Extractors
+
+    monkeypatch.setattr(sharpit.coarse, "load_latents", lambda path, width=None: (torch.zeros(1, 8), None))
+    monkeypatch.setattr(training.renderers, "SharpItTargetRenderer",
+                        lambda *a: lambda mesh, size, name: torch.full((3, 3 * size, 2 * size), 0.25))
+    asset = EvalAsset("cube", tmp_path / "cube.glb", tmp_path / "cube.pt", "a red cube")
+    specs = [MethodSpec("broken", "broken"), MethodSpec("works", "works")]
+    written, failed = evaluate_asset(asset, specs, _OneFailsOneWorks(), Extractors(("clip",), clip=_SlowReference()),
+                                     tmp_path, 0, "cpu", gt_mesh=object())
+    assert (written, failed) == (1, 1)
+    failure = json.loads((tmp_path / "failures.jsonl").read_text())
+    assert failure["method"] == "broken" and failure["error"] == "RuntimeError" and "out of memory" in failure["message"]
+    record = json.loads((tmp_path / "results.jsonl").read_text())
+    assert record["method"] == "works" and record["clip"] == pytest.approx(1.0)
+    assert record["ground_truth_seconds"] >= 0.3 > record["metrics_seconds"]
+    assert record["memory_kind"] == "cuda_max_allocated"   # the method's measurement, not re-derived from the device
+
+
+def test_a_load_failure_in_any_process_stops_every_process_before_the_loop(tiny, tmp_path, monkeypatch):
+    """Here (one process) a RuntimeError while loading is one SharpItError line; with another
+    process reporting a load failure (its report injected as torch.distributed would gather it),
+    this process stops too, before evaluating anything, instead of waiting for it at the end."""
+    from sharpit.errors import SharpItError
+    from sharpit.evaluation import run
+
+    monkeypatch.setattr(run, "evaluate_asset", None)   # nothing may be evaluated
+    asset = EvalAsset("cube", tiny["assets"] / "cube.glb", tiny["latents"] / "cube.pt", "a red cube")
+
+    def fail(device):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore lines")
+
+    plan = run.RunPlan([asset], [MethodSpec("shap_e", "shap_e")], tmp_path / "one", 0, "cpu", fail, lambda d: None)
+    with pytest.raises(SharpItError, match=r"^loading the models and metric extractors failed: RuntimeError: CUDA "
+                                           r"out of memory. Tried to allocate 9.00 GiB$"):
+        run.evaluate(plan)
+
+    def other_process_fails(device):   # this process loads; process 1 reports a failure
+        import torch.distributed as dist
+
+        monkeypatch.setattr(dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+        monkeypatch.setattr(dist, "all_gather_object", lambda out, obj: out.__setitem__(
+            slice(None), [obj, "WeightsNotFoundError: could not load weights 'x'"]))
+        return object()
+
+    plan = run.RunPlan([asset], [MethodSpec("shap_e", "shap_e")], tmp_path / "two", 0, "cpu", other_process_fails,
+                       lambda d: None)
+    with pytest.raises(SharpItError, match=r"^process 1 could not load the models and metric extractors "
+                                           r"\(WeightsNotFoundError: could not load weights 'x'\), so every process"):
+        run.evaluate(plan)
+    assert not (tmp_path / "two" / "failures.jsonl").exists()

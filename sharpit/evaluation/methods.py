@@ -98,12 +98,13 @@ def parse_methods(text: str) -> List[MethodSpec]:
 class MethodOutput:
     """What a method made for one object: ``grid`` (3, 3t, 2t) float in [0, 1] on the CPU (the six
     views, row-major), ``mesh`` in the sharpit world frame, ``seconds`` (wall time, CUDA
-    synchronised) and ``peak_memory_bytes`` (see :func:`measure`)."""
+    synchronised), ``peak_memory_bytes`` and ``memory_kind`` (what that peak is; see :func:`measure`)."""
 
     grid: torch.Tensor
     mesh: Any
     seconds: float = 0.0
     peak_memory_bytes: int = 0
+    memory_kind: str = ""
 
 
 @dataclass
@@ -188,7 +189,7 @@ class MethodRunner:
                 from ..grid import pil_to_tensor
 
                 out = MethodOutput(pil_to_tensor(result.refined_grid), result.mesh)
-        out.seconds, out.peak_memory_bytes = m.seconds, m.peak_memory_bytes
+        out.seconds, out.peak_memory_bytes, out.memory_kind = m.seconds, m.peak_memory_bytes, m.memory_kind
         return out
 
     def _zero123plus(self, latent: torch.Tensor, caption: str, seed: int) -> MethodOutput:

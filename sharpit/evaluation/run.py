@@ -18,12 +18,16 @@ metrics of the run (:data:`METRICS`, all by default; ``--metrics`` picks some):
 * ``geometry``: Chamfer distance and F-score of its mesh against the ground-truth mesh (:mod:`.geometry`);
 * ``fid``: the Inception pool3 features of its six views (saved; FID is a set metric, computed by
   the report);
-* always: wall time and peak memory of the method, and the metrics' own time (``metrics_seconds``).
+* always: wall time and peak memory of the method, and the metrics' own time (``metrics_seconds``);
+  the ground truth's render and features, made once per asset, as ``ground_truth_seconds``.
 
-A broken asset (unreadable mesh, missing latent, empty coarse surface, a method grid of another
-size than the ground truth) is logged to ``failures.jsonl`` and skipped; the others go on. Models
-and extractors load when the first asset with readable inputs comes up, so a process whose
-assets are all broken loads none.
+A broken asset (unreadable mesh, missing latent, empty coarse surface) or a failing asset x
+method pair (a method grid of another size than the ground truth, a CUDA out-of-memory error, a
+``RuntimeError`` inside a metric: any ``Exception``) is logged to ``failures.jsonl`` and skipped;
+the others go on, and the command exits 4 at the end. Models and extractors load once a process
+finds its first asset with a readable mesh (a process whose assets are all broken loads none);
+if they fail to load in any process, every process stops before evaluating anything
+(:func:`evaluate`), rather than the others waiting for the failed one at the end.
 """
 
 from __future__ import annotations
@@ -169,6 +173,12 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
     ``results.jsonl``. Returns ``(pairs written, pairs failed)``. ``gt_mesh``: the asset's mesh
     when already loaded (:func:`asset_mesh`).
 
+    Any error of one pair (a method or a metric: a bad grid, a ``RuntimeError``, a CUDA
+    out-of-memory error; not ``KeyboardInterrupt``) is logged to ``failures.jsonl`` and the next
+    method runs. Each record's ``metrics_seconds`` is that method's own metric time; the ground
+    truth's render and features, made once per asset, are timed apart as ``ground_truth_seconds``
+    (the same value on every record this call writes for the asset).
+
     Raises:
         SharpItError: the asset itself is broken (mesh, latent): the caller logs it and skips it.
     """
@@ -184,10 +194,12 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
     gt_mesh = asset_mesh(asset) if gt_mesh is None else gt_mesh
     latent, _ = load_latents(asset.latent_path, width=runner.base.coarse.latent_width)
     latent = latent[:1]
+    gt_start = time.perf_counter()
     with torch.no_grad():
         gt_grid = SharpItTargetRenderer(GROUND_TRUTH_SHADING, GROUND_TRUTH_SUPERSAMPLE)(
             gt_mesh, VIEW_SIZE, asset.id).float().cpu()
     gt_views = grid_to_views(gt_grid)
+    ground_truth_seconds = time.perf_counter() - gt_start   # + its metric features, below
     folder = out / "grids" / asset.id
     _save_png(folder / "ground_truth.png", gt_grid)
     gt_embeddings: Dict[str, Any] = {}   # made once, when the first method gets that far
@@ -205,8 +217,8 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
                 raise InputError(f"method {spec.name} made a {tuple(result.grid.shape)} grid but the ground truth "
                                  f"is {tuple(gt_grid.shape)}; every method must output the six "
                                  f"{gt_grid.shape[-1] // 2}px views of a 3x2 grid")
-            start = time.perf_counter()
             if not gt_ready:
+                gt_start = time.perf_counter()
                 with torch.no_grad():
                     gt_embeddings.update({k: getattr(ex, k).embed(gt_views) for k in ("clip", "dino")
                                           if k in ex.metrics})
@@ -215,20 +227,22 @@ def evaluate_asset(asset: EvalAsset, specs: Sequence[MethodSpec], runner: Method
                     if "fid" in ex.metrics:
                         _save_features(out / "features" / asset.id / "ground_truth.safetensors",
                                        inception_features(ex.inception, gt_views))
+                ground_truth_seconds += time.perf_counter() - gt_start
                 gt_ready = True
+            start = time.perf_counter()
             with torch.no_grad():
                 metrics = _image_metrics(grid_to_views(result.grid), gt_views, gt_embeddings, ex)
             if "geometry" in ex.metrics:
                 metrics.update(mesh_geometry(result.mesh, gt_mesh, ex.num_points, seed, ex.fscore_threshold))
             metrics_seconds = time.perf_counter() - start
-        except SharpItError as exc:
+        except Exception as exc:   # noqa: BLE001 - one pair's error (also OOM, a metric's RuntimeError) skips that pair
             failed += 1
             _log_failure(out, asset, exc, rank, spec)
             continue
         record = {"asset": asset.id, "method": spec.name, "method_key": spec.key, "caption": asset.caption,
                   "seed": seed, "rank": rank, "seconds": result.seconds, "peak_memory_bytes": result.peak_memory_bytes,
-                  "memory_kind": "cuda_max_allocated" if torch.device(device).type == "cuda" else "cpu_max_rss",
-                  "metrics_seconds": metrics_seconds, "grid": f"grids/{asset.id}/{spec.key}.png"}
+                  "memory_kind": result.memory_kind, "metrics_seconds": metrics_seconds,
+                  "ground_truth_seconds": ground_truth_seconds, "grid": f"grids/{asset.id}/{spec.key}.png"}
         if "_features" in metrics:
             record["features"] = f"features/{asset.id}/{spec.key}.safetensors"
             _save_features(out / record["features"], metrics.pop("_features"))
@@ -262,9 +276,44 @@ class RunPlan:
     report: Any = None             # (out) -> None, process 0 once every process is done
 
 
+def _agree_on_models(error: Optional[BaseException]) -> None:
+    """Every process of the launch says whether its models and extractors loaded (``error``: why
+    not, or None); if any failed, every process raises at once instead of the others running on
+    and then waiting for it forever at the end. A single process just raises its own error.
+
+    Raises:
+        SharpItError: this process's load failure (a ``SharpItError`` as it was, e.g.
+            ``WeightsNotFoundError``; anything else as one line), or another process's.
+    """
+    report = None if error is None else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    reports = [report]
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        reports = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(reports, report)
+    if error is not None:
+        if isinstance(error, SharpItError):
+            raise error
+        raise SharpItError(f"loading the models and metric extractors failed: {report}") from error
+    failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
+    if failed:
+        rank, reason = failed[0]
+        raise SharpItError(f"process {rank} could not load the models and metric extractors ({reason}), so every "
+                           "process stops; fix that and re-run the same command to resume")
+
+
 def evaluate(plan: RunPlan) -> int:
     """Run ``plan`` split across the processes of a launch; returns the number of pairs or assets
-    that failed in this process (0: all done)."""
+    that failed in this process (0: all done).
+
+    Each process reads its assets' meshes until one is readable (a broken one is logged and
+    skipped; a process whose assets are all broken loads nothing), then loads the models and
+    extractors; all processes then agree that every load worked (:func:`_agree_on_models`) before
+    any asset is evaluated, so a load failure anywhere stops every process with one line. After
+    that an error of an asset or of a pair is logged to ``failures.jsonl`` and skipped.
+
+    Raises:
+        SharpItError: the models or extractors could not be loaded, here or in another process.
+    """
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
@@ -287,23 +336,46 @@ def evaluate(plan: RunPlan) -> int:
     if len(mine) > len(todo):
         print(f"[rank {rank}] {len(mine) - len(todo)} asset(s) already done", flush=True)
     failed = 0
-    runner = extractors = None   # loaded for the first asset whose inputs are readable
-    for asset in tqdm(todo, desc=f"evaluate (rank {rank})", disable=not state.is_local_main_process):
+    progress = tqdm(total=len(todo), desc=f"evaluate (rank {rank})", disable=not state.is_local_main_process)
+
+    def readable(asset):
+        """The asset's mesh, or None when it is broken (logged)."""
+        nonlocal failed
         try:
-            gt_mesh = asset_mesh(asset)
-        except SharpItError as exc:
+            return asset_mesh(asset)
+        except Exception as exc:   # noqa: BLE001 - one asset's error skips that asset
             failed += 1
             _log_failure(plan.out, asset, exc, rank)
-            continue
-        if runner is None:   # outside the try: missing weights stop the run, they are no asset's fault
-            runner, extractors = plan.load_runner(run_on), plan.load_extractors(run_on)
-        try:
-            _, bad = evaluate_asset(asset, plan.specs, runner, extractors, plan.out, plan.seed, run_on, rank, done,
-                                    gt_mesh)
-            failed += bad
-        except SharpItError as exc:
-            failed += 1
-            _log_failure(plan.out, asset, exc, rank)
+            progress.update()
+            return None
+
+    try:
+        first = None   # the models load for the first asset whose mesh is readable
+        while todo and first is None:
+            first = readable(todo[0])
+            if first is None:
+                todo = todo[1:]
+        runner = extractors = load_error = None
+        if first is not None:
+            try:
+                runner, extractors = plan.load_runner(run_on), plan.load_extractors(run_on)
+            except Exception as exc:   # noqa: BLE001 - any load failure stops every process (below)
+                load_error = exc
+        _agree_on_models(load_error)
+        for i, asset in enumerate(todo):
+            gt_mesh = first if i == 0 else readable(asset)
+            if gt_mesh is None:
+                continue
+            try:
+                _, bad = evaluate_asset(asset, plan.specs, runner, extractors, plan.out, plan.seed, run_on, rank, done,
+                                        gt_mesh)
+                failed += bad
+            except Exception as exc:   # noqa: BLE001 - one asset's error skips that asset
+                failed += 1
+                _log_failure(plan.out, asset, exc, rank)
+            progress.update()
+    finally:
+        progress.close()
     state.wait_for_everyone()
     if state.is_main_process and plan.report is not None:
         plan.report(plan.out)
