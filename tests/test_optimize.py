@@ -171,3 +171,21 @@ def test_guided_estimate_matches_the_refiners_own_cfg_and_scheduler():
                                                              torch.Generator().manual_seed(5)))
     a = p.alphas_cumprod[step]
     torch.testing.assert_close((x_t - (1 - a).sqrt() * eps_hat) / a.sqrt(), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_sdedit_target_calls_the_unet_once_per_distinct_timestep(prior, monkeypatch):
+    """More SDEdit steps than timesteps below t: the rounded schedule 3, 3, 2, 2, 1, 1, 0 would
+    repeat UNet calls (and a zero-length DDIM step); each timestep is visited once."""
+    refiner, grid = prior
+    p = RefinerPrior(refiner, "a cube", guidance_scale=1.0)
+    cond = p.condition_latents(p.condition_posterior(grid), torch.Generator().manual_seed(2))
+    target = refiner.unet.target
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(1))
+    seen = []
+    real = p.predict_noise
+    monkeypatch.setattr(p, "predict_noise", lambda x, t, c: seen.append(t) or real(x, t, c))
+    p.sdedit_target(target, 3, noise, cond, steps=6)
+    assert seen == [3, 2, 1]
+    seen.clear()
+    p.sdedit_target(target, 600, noise, cond, steps=3)
+    assert seen == [600, 400, 200]

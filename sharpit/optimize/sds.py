@@ -144,8 +144,10 @@ class RefinerPrior:
     @torch.no_grad()
     def sdedit_target(self, latents: torch.Tensor, t: int, noise: torch.Tensor, condition: torch.Tensor,
                       steps: int) -> torch.Tensor:
-        """(1, 3, 960, 640) pixels: ``latents`` noised to ``t`` and denoised by ``steps`` DDIM (eta 0) steps."""
-        times = torch.linspace(t, 0, steps + 1).round().long().tolist()
+        """(1, 3, 960, 640) pixels: ``latents`` noised to ``t`` and denoised by ``steps`` DDIM (eta 0)
+        steps, evenly spaced integer timesteps from ``t`` to 0; when ``steps > t`` the rounded
+        timesteps repeat and the repeats are dropped (``t`` UNet calls: one per distinct timestep)."""
+        times = torch.linspace(t, 0, steps + 1).round().long().unique_consecutive().tolist()
         x = self.noise(latents, t, noise)
         for cur, nxt in zip(times[:-1], times[1:]):
             a = self.alphas_cumprod[cur]
