@@ -283,13 +283,21 @@ def expected_parameters(args: argparse.Namespace, overrides: Dict[str, Any], lat
     return {**fixed, **base.replace(**overrides).recorded(latent_edit=latent_edit)}
 
 
-def has_shap_e_encoder(args: argparse.Namespace) -> bool:
-    """Whether the pipeline a command will load has Shap-E's encoder: ``--tiny`` (a tiny one),
-    ``--encoder``, or a ``--pipeline`` saved with a ``shap_e_encoder`` component."""
-    if args.tiny or getattr(args, "encoder", None) is not None:
-        return True
-    entry = (_saved_index(args.pipeline) or {}).get("shap_e_encoder")
-    return isinstance(entry, list) and entry[0] is not None
+def saved_components(args: argparse.Namespace) -> "tuple[bool, bool]":
+    """``(Shap-E, Shap-E's encoder)``: whether the pipeline a command will load has each, read
+    without loading it: ``--tiny`` has both; the model flags have Shap-E (``--shap-e``) and the
+    encoder with ``--encoder``; a ``--pipeline`` has what its ``model_index.json`` lists."""
+    if args.tiny:
+        return True, True
+    if args.pipeline is None:
+        return True, getattr(args, "encoder", None) is not None
+    index = _saved_index(args.pipeline) or {}
+
+    def present(name: str) -> bool:
+        entry = index.get(name)
+        return isinstance(entry, list) and entry[0] is not None
+
+    return present("prior"), present("shap_e_encoder")
 
 
 def _saved_index(pipeline: Optional[str]) -> Optional[Dict[str, Any]]:

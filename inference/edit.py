@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
-                              expected_parameters, generation_overrides, has_shap_e_encoder, main_guard,
-                              optimize_state_path, plan_items, run_items)
+                              expected_parameters, generation_overrides, main_guard,
+                              optimize_state_path, plan_items, run_items, saved_components)
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
 
 
@@ -138,16 +138,25 @@ def _main(argv: Optional[List[str]] = None) -> int:
 
 
 def route(args: argparse.Namespace, is_latent: bool) -> str:
-    """``--via`` checked against the asset and the models, or its default (as
-    :meth:`SharpIt3DPipeline.edit` decides it, without loading a model)."""
+    """``--via`` checked against the asset and the models, or its default: the rule of
+    :meth:`SharpIt3DPipeline.edit` (``_edit_route``), decided from the flags and a saved
+    pipeline's ``model_index.json`` without loading a model."""
+    shap_e, encoder = saved_components(args)
     if is_latent:
         if args.via == "render":
             raise InputError(f"--via render applies to mesh assets; {args.asset} is a Shap-E latent (drop --via)")
+        if args.encoder is not None:
+            raise InputError(f"--encoder encodes meshes; {args.asset} is already a Shap-E latent (drop --encoder)")
         return "latent"
-    if args.via == "latent" and not has_shap_e_encoder(args):
+    if args.via == "render" and args.encoder is not None:
+        raise InputError("--encoder does nothing with --via render (the mesh is rendered as it is); drop one of them")
+    if args.via == "latent" and not encoder:
         raise InputError("--via latent encodes the mesh with Shap-E's encoder: pass --encoder DIR (a folder with the "
                          "released transmitter.pt + transmitter_config.yaml), or use --via render")
-    return args.via or ("latent" if has_shap_e_encoder(args) else "render")
+    if args.via == "latent" and not shap_e:
+        raise InputError(f"--via latent decodes the encoded mesh with Shap-E, which --pipeline {args.pipeline} was "
+                         "saved without; use --via render or a pipeline with Shap-E")
+    return args.via or ("latent" if encoder and shap_e else "render")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -174,7 +174,8 @@ def check_encoder_source(source, flag: str = "--encoder") -> bool:
     """Before loading: ``source`` is Shap-E's encoder in one of the two layouts
     :meth:`sharpit.coarse.ShapEEncoder.from_pretrained` reads (the released ``transmitter.pt`` +
     ``transmitter_config.yaml``, or ``config.json`` + safetensors from ``save_pretrained``), as a
-    local folder or a hub id (cached, or the hub reachable). Returns True for a hub id.
+    local folder (or the released ``.pt`` file with its YAML beside it) or a hub id (cached, or the
+    hub reachable). Returns True for a hub id.
 
     Raises:
         as :func:`check_model_source`; a folder holding neither layout is a CheckpointError.
@@ -185,8 +186,13 @@ def check_encoder_source(source, flag: str = "--encoder") -> bool:
     layout = (f"{TRANSMITTER_FILENAME} + {TRANSMITTER_CONFIG_FILENAME} as released at {TRANSMITTER_URL}, or "
               "config.json + safetensors from ShapEEncoder.save_pretrained")
     text = os.fspath(source)
-    if text.strip() and not is_hub_id(text) and Path(text).is_dir() \
-            and all((Path(text) / f).is_file() for f in released):
+    path = Path(text)
+    if text.strip() and path.is_file() and path.suffix == ".pt":   # the released weights file itself
+        if not (path.parent / TRANSMITTER_CONFIG_FILENAME).is_file():
+            raise CheckpointError(path, f"{flag}: the released {path.name} needs its {TRANSMITTER_CONFIG_FILENAME} "
+                                        "beside it; pass the folder holding both")
+        return False
+    if text.strip() and not is_hub_id(text) and path.is_dir() and all((path / f).is_file() for f in released):
         return False
     if text.strip() and is_hub_id(text):
         from huggingface_hub import try_to_load_from_cache

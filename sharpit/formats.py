@@ -24,14 +24,23 @@ LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
 def find_latents(root: Union[str, "os.PathLike[str]"]) -> Dict[str, Path]:
     """``{object id: latent file}`` for every file :func:`sharpit.coarse.load_latents` reads (``.safetensors``,
     ``.pt``, ``.pth``) anywhere under ``root``; the file stem is the object id (Cap3D names its
-    latents ``<uid>.pt``). Files are visited in sorted path order and a later file with the same
-    stem replaces an earlier one.
+    latents ``<uid>.pt``); suffixes match in any case. Files are visited in sorted path order and a
+    later file with the same stem replaces an earlier one, with a warning naming both.
 
     Raises:
         AssetNotFoundError: ``root`` does not exist, or is a file (the message says which).
     """
+    import warnings
+
     root = Path(root)
     if not root.is_dir():
         raise AssetNotFoundError(root, "latent folder not found" if not root.exists() else
                                  "not a folder; pass the folder that holds the latents")
-    return {p.stem: p for p in sorted(root.rglob("*")) if p.suffix in LATENT_SUFFIXES and p.is_file()}
+    found: Dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in LATENT_SUFFIXES and path.is_file():
+            if path.stem in found:
+                warnings.warn(f"two latent files for object {path.stem!r}: {found[path.stem]} and {path}; using "
+                              f"{path.name}", stacklevel=2)
+            found[path.stem] = path
+    return found

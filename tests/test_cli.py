@@ -253,3 +253,47 @@ def test_edit_in_latent_space_with_texture_optimisation(tmp_path):
     assert {"encode", "invert", "optimize"} <= set(meta["timings_s"])
     assert (out / "latent.safetensors").is_file()
     assert not list(tmp_path.glob(".edited.optimize-state*"))
+
+
+def test_edit_route_reads_a_saved_pipelines_components(tmp_path):
+    """--via's default and its checks follow what a --pipeline folder was saved with, as
+    SharpIt3DPipeline.edit decides at run time: an encoder without Shap-E cannot take the latent route."""
+    import argparse
+
+    from inference.edit import route
+    from sharpit.errors import InputError
+
+    folder = tmp_path / "saved"
+    folder.mkdir()
+
+    def args(via=None, prior=True, encoder=True):
+        index = {"prior": ["diffusers", "PriorTransformer"] if prior else [None, None],
+                 "shap_e_encoder": ["sharpit", "ShapEEncoder"] if encoder else [None, None]}
+        (folder / "model_index.json").write_text(json.dumps(index))
+        return argparse.Namespace(tiny=False, pipeline=str(folder), encoder=None, via=via, asset="a.glb")
+
+    assert route(args(), is_latent=False) == "latent"
+    assert route(args(encoder=False), is_latent=False) == "render"
+    assert route(args(prior=False), is_latent=False) == "render"
+    with pytest.raises(InputError, match="saved without"):
+        route(args("latent", prior=False), is_latent=False)
+    with pytest.raises(InputError, match="--encoder DIR"):
+        route(args("latent", encoder=False), is_latent=False)
+
+
+def test_encoder_source_check_takes_the_released_file_with_its_config_beside_it(tmp_path):
+    """--encoder accepts what ShapEEncoder.from_pretrained reads, including the released .pt file itself."""
+    import shutil
+
+    from sharpit.checks import check_encoder_source
+    from sharpit.errors import CheckpointError
+    from sharpit.testing.shap_e_encoder import save_tiny_shap_e_encoder
+
+    folder = save_tiny_shap_e_encoder(tmp_path / "transmitter")
+    assert check_encoder_source(folder) is False
+    assert check_encoder_source(folder / "transmitter.pt") is False
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(folder / "transmitter.pt", alone / "transmitter.pt")
+    with pytest.raises(CheckpointError, match="transmitter_config.yaml beside it"):
+        check_encoder_source(alone / "transmitter.pt")

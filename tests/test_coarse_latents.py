@@ -108,3 +108,15 @@ def test_find_latents_maps_object_ids_to_every_readable_latent_file(tmp_path):
         find_latents(tmp_path / "nowhere")
     with pytest.raises(AssetNotFoundError, match="not a folder"):
         find_latents(tmp_path / "notes.txt")
+
+
+def test_find_latents_matches_suffixes_in_any_case_and_warns_on_two_files_for_one_object(tmp_path):
+    from sharpit.formats import find_latents
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "chair.PT").write_bytes(b"x")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "chair.safetensors").write_bytes(b"x")
+    with pytest.warns(UserWarning, match="two latent files for object 'chair'"):
+        found = find_latents(tmp_path)
+    assert found == {"chair": tmp_path / "b" / "chair.safetensors"}
