@@ -9,6 +9,7 @@ import torch
 
 from sharpit.errors import ConfigError, InputError
 from sharpit.optimize import RefinerPrior, TextureOptimizeOptions, refine_texture, timestep_range
+from sharpit.refine import NULL_PROMPT
 from sharpit.render import render_views
 from sharpit.testing.meshes import colored_cube, uv_sphere
 from sharpit.testing.optimize import colour_prior_refiner
@@ -100,7 +101,8 @@ def test_rig_rotations_render_the_condition_at_turned_rigs(prior):
     result = refine_texture(refiner, colored_cube(), condition, "a cube", 6,
                             options=FAST.replace(rig_rotations=3), seed=0)
     assert {s["rig_offset_deg"] for s in result.stats} <= {0.0, 40.0, 80.0}
-    assert sorted(seen) == sorted({30.0 + s["rig_offset_deg"] for s in result.stats})   # each offset rendered once
+    # each offset rendered once; the canonical one (30 deg) always, for the resume fingerprint
+    assert sorted(seen) == sorted({30.0} | {30.0 + s["rig_offset_deg"] for s in result.stats})
 
 
 def test_real_tiny_refiner_runs_one_step():
@@ -189,3 +191,43 @@ def test_sdedit_target_calls_the_unet_once_per_distinct_timestep(prior, monkeypa
     seen.clear()
     p.sdedit_target(target, 600, noise, cond, steps=3)
     assert seen == [600, 400, 200]
+
+
+def test_a_state_is_refused_for_another_refiner_or_condition(prior, tmp_path):
+    """The resume fingerprint covers the refiner (its UNet's or VAE's weights, here one parameter
+    changed) and, for a condition function, its render of the canonical rig."""
+    refiner, grid = prior
+    opts = FAST.replace(rig_rotations=1)
+    state = tmp_path / "state.pt"
+    run = lambda cond: refine_texture(refiner, colored_cube(), cond, "a cube", 1, options=opts, seed=0,  # noqa: E731
+                                      state_path=state)
+    assert run(lambda cams: grid).resumed_from == 0
+    assert run(lambda cams: grid).resumed_from == 1          # the same inputs resume (nothing left to do)
+    with pytest.raises(InputError, match="coarse condition or refiner"):
+        run(lambda cams: 1.0 - grid)
+    for module in (refiner.unet, refiner.vae):
+        param = next(module.parameters())
+        with torch.no_grad():
+            param.mul_(1.01)
+        try:
+            with pytest.raises(InputError, match="coarse condition or refiner"):
+                run(lambda cams: grid)
+        finally:
+            with torch.no_grad():
+                param.div_(1.01)
+    assert run(lambda cams: grid).resumed_from == 1
+
+
+def test_the_default_negative_prompt_is_the_refiners_null_prompt(prior, monkeypatch):
+    """refine_texture and RefinerPrior take their default unconditional text from
+    sharpit.refine.NULL_PROMPT (one place), not a literal of their own."""
+    import sharpit.optimize.loop
+
+    refiner, grid = prior
+    p = RefinerPrior(refiner, "a cube", guidance_scale=3.0)
+    torch.testing.assert_close(p.prompt_embeds, refiner.encode_prompt([NULL_PROMPT, "a cube"]).to(p.dtype))
+    seen = []
+    monkeypatch.setattr(sharpit.optimize.loop, "NULL_PROMPT", "blurry")
+    monkeypatch.setattr(sharpit.optimize.loop, "RefinerPrior", lambda r, prompt, negative, scale: seen.append(negative))
+    refine_texture(refiner, colored_cube(), grid, "a cube", 0)
+    assert seen == ["blurry"]

@@ -28,7 +28,8 @@ Nothing grows with the number of steps (the per-step statistics are a few number
 Resuming: with ``state_path``, the texture, Adam's moments, the generator's state and the
 statistics are written atomically every ``options.save_every`` steps and after the last; a run
 started again with the same inputs continues from there and ends with the same texture as an
-uninterrupted run. A state written for other inputs is refused.
+uninterrupted run. A state written for other inputs (mesh, text, seed, steps, options, the coarse
+condition, or another refiner: :func:`_model_identity`) is refused.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ..cameras import rotated_zero123plus_cameras
 from ..errors import InputError
 from ..grid import GRID_HEIGHT, GRID_WIDTH, views_to_grid
 from ..mesh import Mesh
+from ..refine.conditioning import NULL_PROMPT
 from ..render import rasterize_texture_coords, render_texture
 from .options import TextureOptimizeOptions, sample_timestep
 from .sds import RefinerPrior
@@ -128,15 +130,42 @@ def _check_steps(steps) -> int:
     return steps
 
 
+#: Tensors at each end of the UNet's and the VAE's state dicts whose sums enter the resume
+#: fingerprint (:func:`_model_identity`).
+_CHECKSUM_TENSORS = 4
+
+
+def _model_identity(refiner) -> str:
+    """The refiner as the resume fingerprint sees it: class and config of its UNet, VAE and
+    scheduler (without diffusers' private ``_`` keys such as the folder it was loaded from) and a
+    cheap weight checksum: shape, sum and absolute sum (float64, 6 significant digits, so the
+    same weights on another device agree) of the first and last :data:`_CHECKSUM_TENSORS`
+    state-dict tensors of the UNet and the VAE. Another checkpoint (fine-tuned further, another
+    run) differs in all of them; reading them costs a few tensor sums, not a pass over 3.5 GB."""
+    parts = []
+    for name in ("unet", "vae", "scheduler"):
+        module = getattr(refiner, name)
+        config = sorted((k, repr(v)) for k, v in dict(module.config).items() if not str(k).startswith("_"))
+        parts.append(repr((name, type(module).__name__, config)))
+    for name in ("unet", "vae"):
+        tensors = list(getattr(refiner, name).state_dict().values())
+        for t in tensors[:_CHECKSUM_TENSORS] + tensors[-_CHECKSUM_TENSORS:]:
+            t = t.detach().double()
+            parts.append(f"{name} {tuple(t.shape)} {float(t.sum()):.6g} {float(t.abs().sum()):.6g}")
+    return "\n".join(parts)
+
+
 def _fingerprint(mesh: Mesh, prompt: str, negative_prompt: str, steps: int, seed: int,
-                 options: TextureOptimizeOptions, condition: Optional[torch.Tensor]) -> str:
+                 options: TextureOptimizeOptions, condition: torch.Tensor, refiner) -> str:
     """What a saved state must match to be resumed: the mesh, its initial texture, the text, the
-    step count, the seed, the options and (when fixed) the coarse grid."""
+    step count, the seed, the options, the coarse condition grid (the fixed one, or the canonical
+    rig's render of a condition function) and the refiner (:func:`_model_identity`)."""
     h = hashlib.sha256()
     for t in (mesh.vertices, mesh.faces, mesh.uvs, mesh.texture, condition):
         if t is not None:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     h.update(repr((prompt, negative_prompt, steps, seed, sorted(options.to_dict().items()))).encode())
+    h.update(_model_identity(refiner).encode())
     return h.hexdigest()
 
 
@@ -151,7 +180,7 @@ def _load_state(path: Path, fingerprint: str) -> Optional[Dict]:
                          "delete it or pass another state_path")
     if state.get("fingerprint") != fingerprint:
         raise InputError(f"the state in {path} was saved by a run with another mesh, prompt, seed, step count, "
-                         "options or coarse grid; delete it to start over, or pass another state_path")
+                         "options, coarse condition or refiner; delete it to start over, or pass another state_path")
     return state
 
 
@@ -184,7 +213,8 @@ def refine_texture(refiner, mesh: Mesh, condition: Condition, prompt: str, steps
             :class:`~sharpit.cameras.CameraBatch` (then the rig is also turned, see
             ``options.rig_rotations``), e.g. ``lambda cams: render_views(coarse_mesh, cams,
             supersample=2, shading=coarse_shading(coarse_mesh))``.
-        prompt: the text of the conditional branch; negative_prompt: of the unconditional one ("").
+        prompt: the text of the conditional branch; negative_prompt: of the unconditional one
+            (None: :data:`sharpit.refine.NULL_PROMPT`, the refiner's own).
         steps: optimisation steps (>= 0); 0 returns ``mesh`` unchanged.
         options: :class:`~sharpit.optimize.options.TextureOptimizeOptions` (defaults when None).
         seed / generator: randomness; a ``generator`` gives the seed (one draw). Neither: seed 0.
@@ -209,7 +239,8 @@ def refine_texture(refiner, mesh: Mesh, condition: Condition, prompt: str, steps
         raise InputError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     fixed_grid = None if callable(condition) and not isinstance(condition, (torch.Tensor, Image.Image)) \
         and not callable(getattr(condition, "grid", None)) else _check_grid(condition)
-    prior = RefinerPrior(refiner, prompt, negative_prompt or "", options.guidance_scale)
+    negative_prompt = NULL_PROMPT if negative_prompt is None else negative_prompt
+    prior = RefinerPrior(refiner, prompt, negative_prompt, options.guidance_scale)
     if steps == 0:
         return TextureRefineResult(mesh=mesh)
     if seed is None:
@@ -221,7 +252,11 @@ def refine_texture(refiner, mesh: Mesh, condition: Condition, prompt: str, steps
 
     device = prior.device
     textured = uv_textured_mesh(mesh, options.texture_size).to(device)
-    fingerprint = _fingerprint(textured, prompt, negative_prompt or "", steps, seed, options, fixed_grid)
+    offsets = [RIG_PERIOD_DEG * k / rotations for k in range(rotations)]
+    # the canonical rig's condition (a condition function's render of it is fingerprinted too)
+    grids = {0: fixed_grid if fixed_grid is not None else
+             _check_grid(condition(rotated_zero123plus_cameras(offsets[0]).to(device)))}
+    fingerprint = _fingerprint(textured, prompt, negative_prompt, steps, seed, options, grids[0], refiner)
     rng = torch.Generator("cpu").manual_seed(seed)
     texture = textured.texture.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([texture], lr=options.learning_rate)
@@ -236,7 +271,6 @@ def refine_texture(refiner, mesh: Mesh, condition: Condition, prompt: str, steps
         rng.set_state(state["rng"])
         stats, start = list(state["stats"]), int(state["step"])
 
-    offsets = [RIG_PERIOD_DEG * k / rotations for k in range(rotations)]
     fragments: Dict[int, object] = {}
     posteriors: Dict[int, torch.Tensor] = {}
 
@@ -244,7 +278,7 @@ def refine_texture(refiner, mesh: Mesh, condition: Condition, prompt: str, steps
         if k not in fragments:
             cams = rotated_zero123plus_cameras(offsets[k]).to(device)
             fragments[k] = rasterize_texture_coords(textured, cams, supersample=options.supersample)
-            grid = fixed_grid if fixed_grid is not None else _check_grid(condition(cams))
+            grid = grids.pop(k) if k in grids else _check_grid(condition(cams))
             posteriors[k] = prior.condition_posterior(grid.to(device))
         return fragments[k], posteriors[k]
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..refine.conditioning import (decode_latents, encode_posterior, encode_target_latents,
+from ..refine.conditioning import (NULL_PROMPT, decode_latents, encode_posterior, encode_target_latents,
                                    sample_condition_latents)
 from ..refine.denoise import conditioned_unet_forward
 
@@ -46,14 +46,15 @@ class RefinerPrior:
 
     Args:
         refiner: a Sharp-It refiner whose UNet takes the condition by concatenation.
-        prompt, negative_prompt: the text of the conditional and unconditional branches.
+        prompt, negative_prompt: the text of the conditional and unconditional branches (the
+            latter :data:`sharpit.refine.NULL_PROMPT` by default, as the refiner's own pipeline).
         guidance_scale: CFG scale; ``<= 1`` runs the conditional branch alone.
     Raises:
         ConfigError: not a refiner pipeline, a reference-attention (stock Zero123++) UNet, or a
             scheduler without ``alphas_cumprod`` or with another prediction type.
     """
 
-    def __init__(self, refiner, prompt: str, negative_prompt: str = "", guidance_scale: float = 7.5):
+    def __init__(self, refiner, prompt: str, negative_prompt: str = NULL_PROMPT, guidance_scale: float = 7.5):
         from ..refine import SharpItRefinePipeline
 
         if not isinstance(refiner, SharpItRefinePipeline):
