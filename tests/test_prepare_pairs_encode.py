@@ -172,3 +172,27 @@ def test_bad_arguments_fail_before_loading(inputs, tmp_path, monkeypatch, capsys
     assert "--encoder" in err and "--shap_e" not in err and len(err.splitlines()) == 1
     assert main(args[:-2] + ["--seed", "3", "--latents", str(inputs / "assets")]) == 2
     assert "--seed applies to --coarse encode only" in capsys.readouterr().err
+
+
+def test_two_ranks_refuse_a_foreign_saved_latent_together(inputs, encoded, tmp_path):
+    """A saved latent from another --seed refuses the run on every rank before the split (one rank
+    refusing alone would leave the other waiting at the final barrier)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "pairs"
+    (out / "latents").mkdir(parents=True)
+    shutil.copy(encoded / "latents" / "cube.safetensors", out / "latents")   # made with --seed 5
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "training.prepare_pairs", "--assets", str(inputs / "assets"), "--captions",
+           str(inputs / "captions.csv"), "--coarse", "encode", "--encoder", str(inputs / "encoder"), "--seed", "6",
+           "--output", str(out), "--shap_e", str(inputs / "shap-e"), "--tile_size", str(TILE),
+           "--shap_e_grid_size", "16", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode != 0
+    assert result.stderr.count("was encoded by another --encoder or --seed") == 2, result.stderr[-2000:]
+    assert not list(out.glob("pairs-*.tar"))

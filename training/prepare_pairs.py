@@ -384,6 +384,10 @@ def prepare_pairs(assets, captions, latents, output, shap_e: str, renderer: str 
         state.wait_for_everyone()
         done = finished_ids(output)
         state.wait_for_everyone()
+        if coarse == "encode":   # every rank checks every saved latent, so all refuse together (none waits alone)
+            latent_dir = Path(output) / ENCODED_LATENTS_DIR
+            _check_saved_latents([p for p in (latent_dir / f"{oid}.safetensors" for oid, _ in plan.assets)
+                                  if p.is_file()], plan.encoder, seed)
         with state.split_between_processes(plan.assets) as mine:
             todo = [(oid, path) for oid, path in mine if oid not in done]
             skipped, failed = len(mine) - len(todo), 0
@@ -395,11 +399,9 @@ def prepare_pairs(assets, captions, latents, output, shap_e: str, renderer: str 
                                ", ".join(missing_captions[:3]))
             shap_e_encoder = None
             if coarse == "encode":  # the latents this process's objects get, saved ones reused
-                latent_dir = Path(output) / ENCODED_LATENTS_DIR
                 latent_dir.mkdir(parents=True, exist_ok=True)
                 latent_of = {oid: latent_dir / f"{oid}.safetensors" for oid, _ in todo}
                 saved = [p for p in latent_of.values() if p.is_file()]
-                _check_saved_latents(saved, plan.encoder, seed)
                 if saved:
                     logger.info("reusing %d saved latent(s) in %s", len(saved), latent_dir)
                 if len(saved) < len(todo):  # something to encode
