@@ -576,7 +576,11 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 edited when ``source_prompt`` is given, decoded and rendered exactly as training
                 pairs' coarse grids were (the refiner was trained on Shap-E-looking views).
                 ``"render"``, the default without an encoder: the mesh is rendered as it is.
-                Latent assets always take the latent path.
+                Latent assets always take the latent path. The encoding's random choices (its
+                cameras and point samples) come from this call's seed; ``sharpit-encode --seed`` and
+                ``prepare_pairs --coarse encode`` seed them their own way (a CPU generator, a hash
+                of the object id), so encode a mesh once and edit the saved latent when several
+                edits must start from the same latent.
             source_prompt: what the asset shows now. With it, the Shap-E latent is edited toward
                 ``prompt`` by edit-friendly DDPM inversion before refinement
                 (:meth:`~sharpit.coarse.ShapEGenerator.invert` with the source prompt, then
