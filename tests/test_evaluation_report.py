@@ -3,7 +3,6 @@ gallery links that are valid URLs for any asset id."""
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.parse
 from pathlib import Path

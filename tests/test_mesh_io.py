@@ -11,7 +11,7 @@ import trimesh
 from PIL import Image
 
 from sharpit.cameras import gltf_to_sharpit, orbit_cameras, sharpit_to_gltf
-from sharpit.colors import linear_to_srgb, srgb_to_linear
+from sharpit.colors import linear_to_srgb
 from sharpit.errors import (AssetNotFoundError, CorruptFileError, InputError, MeshError, OutputExistsError,
                             OutputNotWritableError, UnsupportedFormatError)
 from sharpit.mesh import Mesh, normalize_mesh
