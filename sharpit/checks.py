@@ -197,7 +197,8 @@ def check_encoder_source(source, flag: str = "--encoder") -> bool:
     if text.strip() and is_hub_id(text):
         from huggingface_hub import try_to_load_from_cache
 
-        cached = any(all(isinstance(try_to_load_from_cache(text, f), str) for f in files) for files in (released, saved))
+        cached = any(all(isinstance(try_to_load_from_cache(text, f), str) for f in files)
+                     for files in (released, saved))
         if cached or hub_reachable():
             return True
         raise WeightsNotFoundError(text, f"{flag} takes a local folder ({layout}).")

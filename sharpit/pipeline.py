@@ -483,9 +483,9 @@ class SharpIt3DPipeline(DiffusionPipeline):
             if "tiny" in self.config.model_sources:   # random tiny models: noisy views by design
                 warnings.filterwarnings("ignore", message="the views' border pixels")
             mesh = self.reconstructor.reconstruct(refined, resolution=options.mesh_resolution,
-                                                  texture=options.textured or options.optimize_steps > 0, texture_size=options.texture_size,
-                                                  face_budget=options.face_budget, uv_layout=options.uv_layout,
-                                                  texture_source=options.texture_source)
+                                                  texture=options.textured or options.optimize_steps > 0,
+                                                  texture_size=options.texture_size, face_budget=options.face_budget,
+                                                  uv_layout=options.uv_layout, texture_source=options.texture_source)
         if options.optimize_steps:
             with self._stage("optimize", timings):
                 mesh = self._optimize_texture(mesh, coarse_mesh, latent, prompt, options, seed, optimize_state)
@@ -615,7 +615,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
         via = self._edit_route(via, is_latent)
         if source_prompt is not None:
             if not isinstance(source_prompt, str) or not source_prompt.strip():
-                raise InputError(f"source_prompt must be a non-empty string describing the asset, got {source_prompt!r}")
+                raise InputError("source_prompt must be a non-empty string describing the asset, got "
+                                 f"{source_prompt!r}")
             if via != "latent":
                 raise InputError("source_prompt steers an edit in Shap-E's latent space, which via='render' skips; "
                                  "use via='latent' (needs the pipeline's shap_e_encoder) or drop source_prompt")

@@ -4,7 +4,8 @@ from ..lazy import lazy_exports
 from .render_options import COARSE_RENDER_MODES, DEFAULT_COARSE_RENDER, CoarseRenderOptions
 
 __all__ = ["ShapEGenerator", "SHAP_E_HUB_ID", "SHAP_E_LATENT_WIDTH", "save_latents", "load_latents",
-           "check_latents", "find_latents", "karras_sigmas", "ShapEDiffusionClock", "OFFICIAL_SIGMA_MIN", "OFFICIAL_SIGMA_MAX",
+           "check_latents", "find_latents", "karras_sigmas", "ShapEDiffusionClock", "OFFICIAL_SIGMA_MIN",
+           "OFFICIAL_SIGMA_MAX",
            "CoarseRenderOptions", "DEFAULT_COARSE_RENDER", "COARSE_RENDER_MODES", "ShapEEncoder",
            "ShapEEncoderInputs", "EncoderInputSettings", "prepare_encoder_inputs", "ShapEInversion"]
 
