@@ -200,3 +200,16 @@ def test_optimize_steps_texture_the_result(pipe, tmp_path):
                       textured=True, **TINY_STEPS)
     assert plain.parameters["optimize"] is None and "optimize" not in plain.timings
     assert not torch.equal(plain.mesh.texture, result.mesh.texture)   # the step changed the texture
+
+
+def test_a_latent_written_by_sharpit_encode_is_an_edit_asset(pipe, asset, tmp_path):
+    """``python -m inference.encode`` writes what edit() (and prepare_pairs' --latents) read."""
+    from inference import encode
+    from sharpit.formats import find_latents
+
+    out = tmp_path / "latents" / "rough.safetensors"
+    out.parent.mkdir()
+    assert encode.main(["--asset", str(asset), "--out", str(out), "--tiny", "--device", "cpu"]) == 0
+    assert find_latents(out.parent) == {"rough": out}
+    result = pipe.edit(out, "a blue cube", seed=0, **TINY_STEPS)
+    assert result.parameters["via"] == "latent" and result.latent.shape == (1, pipe.coarse.latent_width)
