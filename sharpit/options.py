@@ -25,7 +25,7 @@ from .coarse.render_options import DEFAULT_COARSE_RENDER, CoarseRenderOptions
 from .errors import ConfigError, InputError
 from .optimize.options import TextureOptimizeOptions
 
-__all__ = ["GenerationOptions", "OptionError", "TINY_OPTIONS", "DEFAULT_FACE_BUDGET"]
+__all__ = ["GenerationOptions", "OptionError", "TINY_OPTIONS", "DEFAULT_FACE_BUDGET", "LATENT_EDIT_OPTIONS"]
 
 #: Faces kept before UV unwrapping (:func:`sharpit.reconstruct.bake_texture`), so xatlas (CPU-only)
 #: stays fast: measured on a 2-core CPU, about 0.4 s at 10k faces, 4 s at 20k and 47 s at 50k.
@@ -37,7 +37,7 @@ TEXTURE_SOURCES = ("views", "field")
 #: Options that only act with ``textured=True``.
 _TEXTURE_ONLY = ("texture_size", "face_budget", "uv_layout", "texture_source")
 #: Options that only act in a latent-space edit (``edit(..., via="latent", source_prompt=...)``).
-_LATENT_EDIT_ONLY = ("latent_strength", "inversion_steps", "latent_guidance_scale")
+LATENT_EDIT_OPTIONS = ("latent_strength", "inversion_steps", "latent_guidance_scale")
 
 
 class OptionError(InputError):
@@ -200,7 +200,7 @@ class GenerationOptions:
         if self.optimize_steps == 0:
             data["optimize"] = None
         if not latent_edit:
-            data.update({name: None for name in _LATENT_EDIT_ONLY})
+            data.update({name: None for name in LATENT_EDIT_OPTIONS})
         return data
 
     @classmethod

@@ -46,7 +46,7 @@ from .errors import AssetNotFoundError, ConfigError, InputError
 from .formats import LATENT_SUFFIXES
 from .grid import tensor_to_pil
 from .mesh import Mesh, Similarity, normalize_mesh
-from .options import TINY_OPTIONS, GenerationOptions
+from .options import LATENT_EDIT_OPTIONS, TINY_OPTIONS, GenerationOptions
 from .result import SharpIt3DPipelineOutput
 from .sources import DEFAULT_MODELS, SHAP_E_HUB_ID, load_errors
 
@@ -586,7 +586,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 (:meth:`~sharpit.coarse.ShapEGenerator.invert` with the source prompt, then
                 :meth:`~sharpit.coarse.ShapEGenerator.edit_latents`; options ``latent_strength``,
                 ``inversion_steps``, ``latent_guidance_scale``): the shape can change. Without it the
-                latent is kept and only the refiner sees the new prompt (appearance editing).
+                latent is kept and only the refiner sees the new prompt (appearance editing), and
+                those three options given as keywords are refused (they would change nothing).
             up_axis: for a mesh file, its up axis (:func:`sharpit.mesh_io.load_mesh`): "auto"
                 (glTF y-up by its specification, other formats z-up), "y" (most OBJ/PLY/STL
                 exporters, e.g. Blender's OBJ default) or "z".
@@ -620,6 +621,11 @@ class SharpIt3DPipeline(DiffusionPipeline):
             if via != "latent":
                 raise InputError("source_prompt steers an edit in Shap-E's latent space, which via='render' skips; "
                                  "use via='latent' (needs the pipeline's shap_e_encoder) or drop source_prompt")
+        else:
+            idle = sorted(set(overrides) & set(LATENT_EDIT_OPTIONS))
+            if idle:   # per-call keywords that would change nothing (saved defaults and options= may hold them)
+                raise InputError(f"{', '.join(idle)} act only in a latent edit from a source prompt; pass "
+                                 "source_prompt='what the asset shows now', or drop them")
         options.coarse_render.check_source(has_latent=via == "latent")
         seed = self._seed(seed, generator)
         device = self._execution_device

@@ -120,6 +120,8 @@ def test_route_errors(pipe, asset, kept):
         pipe.edit(kept.latent, "a cube", via="render")
     with pytest.raises(InputError, match="latent_strength"):
         pipe.edit(asset, "a cube", source_prompt="a box", latent_strength=1.5)
+    with pytest.raises(InputError, match="inversion_steps, latent_strength act only in a latent edit"):
+        pipe.edit(asset, "a cube", latent_strength=0.3, inversion_steps=8)
     without = SharpIt3DPipeline(**{**pipe.components, "shap_e_encoder": None})
     with pytest.raises(InputError, match="without: pass SharpIt3DPipeline.from_released\\(shap_e_encoder"):
         without.edit(asset, "a cube", via="latent")
