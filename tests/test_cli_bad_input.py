@@ -20,6 +20,7 @@ command, the flag and the value.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import subprocess
@@ -163,40 +164,12 @@ class Command:
     parser: Callable[[], argparse.ArgumentParser]
 
 
-def _generate_parser():
-    from inference.generate import build_parser
+def _parser_of(module: str) -> Callable[[], argparse.ArgumentParser]:
+    """The command's own ``build_parser``, imported when first called."""
+    def build() -> argparse.ArgumentParser:
+        return importlib.import_module(module).build_parser()
 
-    return build_parser()
-
-
-def _edit_parser():
-    from inference.edit import build_parser
-
-    return build_parser()
-
-
-def _encode_parser():
-    from inference.encode import build_parser
-
-    return build_parser()
-
-
-def _evaluate_parser():
-    from inference.evaluate import build_parser
-
-    return build_parser()
-
-
-def _prepare_parser():
-    from training.prepare_pairs import build_parser
-
-    return build_parser()
-
-
-def _precompute_parser():
-    from training.precompute_latents import build_parser
-
-    return build_parser()
+    return build
 
 
 def _train_parser():
@@ -210,25 +183,25 @@ def _train_parser():
 COMMANDS = {
     "generate": Command("sharpit-generate", "inference.generate",
                         ("--prompt", "a red chair", "--out", "{out}", "--tiny"),
-                        INFERENCE_LIMIT_S, _inference_loader, _generate_parser),
+                        INFERENCE_LIMIT_S, _inference_loader, _parser_of("inference.generate")),
     "edit": Command("sharpit-edit", "inference.edit",
                     ("--asset", "{asset}", "--prompt", "a golden chair", "--out", "{out}", "--tiny"),
-                    INFERENCE_LIMIT_S, _inference_loader, _edit_parser),
+                    INFERENCE_LIMIT_S, _inference_loader, _parser_of("inference.edit")),
     "encode": Command("sharpit-encode", "inference.encode",
                       ("--asset", "{asset}", "--out", "{out}.safetensors", "--tiny"),
-                      INFERENCE_LIMIT_S, _encode_loader, _encode_parser),
+                      INFERENCE_LIMIT_S, _encode_loader, _parser_of("inference.encode")),
     "evaluate": Command("sharpit-evaluate", "inference.evaluate",
                         ("--tiny", "--methods", "shap_e", "--device", "cpu", "--out", "{out}"),
-                        INFERENCE_LIMIT_S, _inference_loader, _evaluate_parser),
+                        INFERENCE_LIMIT_S, _inference_loader, _parser_of("inference.evaluate")),
     "prepare": Command("sharpit-prepare-pairs", "training.prepare_pairs",
                        ("--assets", "{assets_dir}", "--captions", "{captions_csv}", "--latents", "{latents_dir}",
                         "--shap_e", "{tiny_shap_e}", "--output", "{out}", "--tile_size", "32",
                         "--shap_e_grid_size", "24"),
-                       TRAINING_LIMIT_S, _prepare_loader, _prepare_parser),
+                       TRAINING_LIMIT_S, _prepare_loader, _parser_of("training.prepare_pairs")),
     "precompute": Command("sharpit-precompute-latents", "training.precompute_latents",
                           ("--pairs", "{pairs_dir}", "--pretrained", "{tiny_z123}", "--output", "{out}",
                            "--batch_size", "2"),
-                          TRAINING_LIMIT_S, _precompute_loader, _precompute_parser),
+                          TRAINING_LIMIT_S, _precompute_loader, _parser_of("training.precompute_latents")),
     "train": Command("sharpit-train", "training.train_sharpit",
                      ("--pretrained_model", "{tiny_z123}", "--train_data", "{pairs_dir}", "--output_dir", "{out}",
                       "--max_train_steps", "1", "--train_batch_size", "2", "--checkpointing_steps", "2",
