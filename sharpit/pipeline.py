@@ -351,7 +351,6 @@ class SharpIt3DPipeline(DiffusionPipeline):
         if device is not None:
             for part in kept.values():
                 part.to(device)
-        pipe._keep_float32_components()
         return pipe
 
     def _keep_float32_components(self) -> None:
