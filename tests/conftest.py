@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,16 @@ def gltf_validate():
         return json.loads(out.stdout)
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """``torchrun(nproc=2)``: the command prefix of a one-machine ``torch.distributed.run`` launch,
+    to which a test appends ``-m module args``. ``--standalone`` lets the rendezvous bind a free
+    port itself: a port a test picked and released could be taken by another test's processes
+    before the launch binds it."""
+
+    def command(nproc: int = 2):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+
+    return command

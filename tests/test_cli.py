@@ -106,26 +106,16 @@ def test_missing_weights_offline_exit_code(tmp_path):
     assert_clean_error(proc, 3, "nobody/missing-shap-e", "--tiny")
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(args, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}",
-           "-m", "inference.generate", *args]
+def _torchrun(torchrun, args, tmp_path):
+    cmd = [*torchrun(2), "-m", "inference.generate", *args]
     return subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
 
 
-def test_batch_across_two_processes_and_resume(tmp_path):
+def test_batch_across_two_processes_and_resume(tmp_path, torchrun):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a chair\na table\n# skipped comment\na lamp\na vase\n")
     out = tmp_path / "batch"
-    proc = _torchrun(["--prompts", str(prompts), "--out", str(out), *FAST], tmp_path)
+    proc = _torchrun(torchrun, ["--prompts", str(prompts), "--out", str(out), *FAST], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     folders = sorted(p.name for p in out.iterdir())
     assert folders == ["00000_a_chair", "00001_a_table", "00002_a_lamp", "00003_a_vase"]
@@ -142,7 +132,7 @@ def test_batch_across_two_processes_and_resume(tmp_path):
     partial = out / ".00002_a_lamp.abc123.partial"
     partial.mkdir()
     (partial / "mesh.glb").write_bytes(b"half")
-    proc = _torchrun(["--prompts", str(prompts), "--out", str(out), *FAST], tmp_path)
+    proc = _torchrun(torchrun, ["--prompts", str(prompts), "--out", str(out), *FAST], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not partial.exists()
     assert (out / "00002_a_lamp" / "metadata.json").is_file()

@@ -9,9 +9,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -58,16 +56,13 @@ def _args(tiny, out, *extra, metrics="fid,psnr,ssim,geometry"):
             "--out", str(out), *extra]
 
 
-def test_two_processes_split_the_assets_log_the_broken_one_and_resume(tiny, monkeypatch, capsys):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_two_processes_split_the_assets_log_the_broken_one_and_resume(tiny, torchrun, monkeypatch, capsys):
     out = tiny["root"] / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", "-m", "inference.evaluate", *_args(tiny, out)]
+    cmd = [*torchrun(2), "-m", "inference.evaluate", *_args(tiny, out)]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(tiny), capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]                  # rank 1's broken asset: exit 4 there
+    assert (out / "results.jsonl").is_file(), log[-6000:]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["asset"], r["method"], r["rank"]) for r in results] == [("cube", "shap_e", 0)]
     r = results[0]

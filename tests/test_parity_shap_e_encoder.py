@@ -34,11 +34,19 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+#: Relative tolerance against the stored latent. The same CPU gives 4.2e-7 (sharpit vs the official
+#: code); across CPUs the official code moves by itself: its float32 run on an AMD EPYC is 1.28e-4
+#: from the fixture made on another CPU (float32 rounding of the pixel rays, amplified by the NeRF
+#: position encoding's 2^9 frequencies and the random tiny weights; float64 moves sharpit by 1.4e-4
+#: too). 5e-4 allows that and stays below what a reverted convention costs (> 1e-3, next test).
+TOLERANCE = 5e-4
+
+
 def test_latent_matches_official(fixture):
     model, inputs, expected, seed = fixture
     latent = model.encode_inputs(inputs, torch.Generator().manual_seed(seed))
     assert latent.shape == expected.shape
-    assert _rel(latent, expected) <= 1e-4
+    assert _rel(latent, expected) <= TOLERANCE
 
 
 def test_parity_detects_a_reverted_convention(fixture):
@@ -48,4 +56,4 @@ def test_parity_detects_a_reverted_convention(fixture):
     flipped = ShapEEncoderInputs(**{k: getattr(inputs, k) for k in inputs.__dataclass_fields__})
     flipped.points = inputs.points.flip(1)
     assert _rel(model.encode_inputs(flipped, torch.Generator().manual_seed(seed)), expected) > 1e-2
-    assert _rel(model.encode_inputs(inputs, torch.Generator().manual_seed(seed + 1)), expected) > 1e-3
+    assert _rel(model.encode_inputs(inputs, torch.Generator().manual_seed(seed + 1)), expected) > 2 * TOLERANCE

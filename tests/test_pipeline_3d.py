@@ -5,6 +5,7 @@ import json
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,11 +73,25 @@ def test_reload_gives_identical_outputs_for_a_seed(saved, result):
     assert again.models["tiny"] == "random weights (smoke test)"
 
 
+def _close(a, b):
+    """Equal up to float32 rounding: the same latent and mesh faces, vertices within 1e-4, grid
+    pixels within 2 of 255 (mean under 0.05)."""
+    assert torch.equal(a.latent, b.latent)
+    for x, y in ((a.mesh, b.mesh), (a.coarse_mesh, b.coarse_mesh)):
+        assert torch.equal(x.faces, y.faces) and torch.allclose(x.vertices, y.vertices, atol=1e-4)
+    for x, y in ((a.coarse_grid, b.coarse_grid), (a.refined_grid, b.refined_grid)):
+        diff = (torch.tensor(np.asarray(x), dtype=torch.int16) - torch.tensor(np.asarray(y), dtype=torch.int16)).abs()
+        assert diff.max() <= 2 and diff.float().mean() < 0.05, (int(diff.max()), float(diff.float().mean()))
+
+
 def test_model_cpu_offload_gives_the_same_outputs(saved, result):
+    """Up to rounding, not bit for bit: offloading re-allocates the weights (64-byte aligned, where
+    the loaded ones are views into the safetensors buffer), and some CPUs' float32 kernels round
+    differently by alignment (AMD EPYC: the Shap-E texture field's colours moved by 0.005)."""
     offloaded = _quiet(SharpIt3DPipeline.from_pretrained(saved))
     offloaded.enable_model_cpu_offload(device="cpu")   # the hooks' logic, on the only device here
     assert hasattr(offloaded.unet, "_hf_hook") and hasattr(offloaded.reconstructor, "_hf_hook")
-    _same(result, offloaded.generate("a red chair", seed=5, **FAST))
+    _close(result, offloaded.generate("a red chair", seed=5, **FAST))
 
 
 def _unrounded(part, reference):

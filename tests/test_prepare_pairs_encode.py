@@ -174,19 +174,17 @@ def test_bad_arguments_fail_before_loading(inputs, tmp_path, monkeypatch, capsys
     assert "--seed applies to --coarse encode only" in capsys.readouterr().err
 
 
-def test_two_ranks_refuse_a_foreign_saved_latent_together(inputs, encoded, tmp_path):
+def test_two_ranks_refuse_a_foreign_saved_latent_together(inputs, encoded, tmp_path, torchrun):
     """A saved latent from another --seed refuses the run on every rank before the split (one rank
     refusing alone would leave the other waiting at the final barrier)."""
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
     out = tmp_path / "pairs"
     (out / "latents").mkdir(parents=True)
     shutil.copy(encoded / "latents" / "cube.safetensors", out / "latents")   # made with --seed 5
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "training.prepare_pairs", "--assets", str(inputs / "assets"), "--captions",
+    cmd = [*torchrun(2), "-m", "training.prepare_pairs", "--assets", str(inputs / "assets"), "--captions",
            str(inputs / "captions.csv"), "--coarse", "encode", "--encoder", str(inputs / "encoder"), "--seed", "6",
            "--output", str(out), "--shap_e", str(inputs / "shap-e"), "--tile_size", str(TILE),
            "--shap_e_grid_size", "16", "--device", "cpu"]

@@ -226,15 +226,13 @@ def test_fresh_run_refuses_an_output_dir_with_checkpoints(workdir, pairs, straig
         train(_config(workdir, pairs, workdir / "straight"))
 
 
-def test_prepare_pairs_splits_assets_between_torchrun_ranks(workdir, tmp_path):
+def test_prepare_pairs_splits_assets_between_torchrun_ranks(workdir, tmp_path, torchrun):
     import os
     import subprocess
-    import sys
 
     out = tmp_path / "pairs"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "training.prepare_pairs", "--assets", str(workdir / "assets"), "--captions",
+    cmd = [*torchrun(2), "-m", "training.prepare_pairs", "--assets", str(workdir / "assets"), "--captions",
            str(workdir / "captions.csv"), "--latents", str(workdir / "latents"), "--output", str(out),
            "--shap_e", str(workdir / "shap-e"), "--tile_size", str(TILE), "--shap_e_grid_size", "24",
            "--device", "cpu"]
