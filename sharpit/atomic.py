@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -33,7 +34,7 @@ from typing import Iterator, Union
 
 from .errors import OutputExistsError, OutputNotWritableError
 
-__all__ = ["atomic_path", "atomic_dir", "write_bytes_atomic", "check_writable_dir"]
+__all__ = ["atomic_path", "atomic_dir", "write_bytes_atomic", "check_writable_dir", "is_temporary"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -71,11 +72,26 @@ def _claim(path: PathLike, overwrite: bool) -> Path:
     return path
 
 
+#: Random part of a temporary's name (``secrets.token_hex(6)``).
+_TEMP_TOKEN_BYTES = 6
+#: Names of the temporaries below: ``.<stem>.<token>.tmp<suffix>`` (files) and
+#: ``.<name>.<token>.partial`` (folders).
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{%d}(\.tmp(\.[^.]+)?|\.partial)$" % (2 * _TEMP_TOKEN_BYTES))
+
+
+def is_temporary(path: PathLike) -> bool:
+    """Whether ``path`` is named like a temporary of :func:`atomic_path` or :func:`atomic_dir`: an
+    output being written by another process, or left by a killed one. Checks of an output folder
+    ("does it hold a run already?") skip these, so that a second process of a launch does not
+    mistake the first one's half-written ``config.json`` for foreign content."""
+    return bool(_TEMP_NAME.match(Path(path).name))
+
+
 def _new_temp(directory: Path, prefix: str, suffix: str, folder: bool) -> Path:
     """Create an empty file (or folder) with a random unused name in ``directory``, with the
     permissions an ordinary ``open``/``mkdir`` gives (the kernel applies the umask)."""
     for _ in range(_TEMP_ATTEMPTS):
-        candidate = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        candidate = directory / f"{prefix}{secrets.token_hex(_TEMP_TOKEN_BYTES)}{suffix}"
         try:
             if folder:
                 os.mkdir(candidate, 0o777)

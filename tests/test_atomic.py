@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from sharpit.atomic import atomic_dir, atomic_path, check_writable_dir
+from sharpit.atomic import atomic_dir, atomic_path, check_writable_dir, is_temporary
 from sharpit.errors import OutputExistsError, OutputNotWritableError
 
 
@@ -232,3 +232,15 @@ def test_concurrent_thread_never_sees_a_changed_umask(tmp_path):
     assert result["files"] > 0
     assert result["modes"] == [0o644]
     assert set(result["umasks"]) <= {"0022"}
+
+
+def test_is_temporary_names_exactly_the_helpers_temporaries(tmp_path):
+    with atomic_path(tmp_path / "config.json") as tmp:
+        assert is_temporary(tmp)
+    with atomic_path(tmp_path / "README") as tmp:          # no suffix
+        assert is_temporary(tmp)
+    with atomic_dir(tmp_path / "run.v2") as tmp:
+        assert is_temporary(tmp)
+    for name in ("config.json", ".config.json", ".git", ".config.abc.tmp.json", "x.0123456789ab.partial",
+                 ".x.0123456789ab.partial.bak"):
+        assert not is_temporary(tmp_path / name), name

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sharpit.evaluation.records import append_jsonl
+from sharpit.errors import OutputExistsError
+from sharpit.evaluation.records import append_jsonl, check_config, write_config
 from sharpit.evaluation.report import write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -152,3 +153,23 @@ def test_plots_use_the_table_records_one_per_asset(tmp_path, monkeypatch):
     summary = write_report(tmp_path)
     assert seen[0] == [[0.5, 0.7], [0.6, 0.6]]   # clip by method: mug 0.5 and cube's last 0.7; ball not common
     assert summary["shap_e"]["clip"] == pytest.approx(0.6)
+
+
+def test_a_folder_with_another_process_config_being_written_is_not_foreign(tmp_path):
+    """Each process of a launch checks --out, then writes config.json: a process that looks while
+    another one's temporary exists (and config.json not yet) must not refuse the run (it did: rank 1
+    exited with 2, and torchrun stopped rank 0 with it)."""
+    from sharpit.atomic import atomic_path
+
+    config = {"version": 1, "seed": 0, "methods": {"shap_e": {"name": "shap_e", "path": None}}}
+    out = tmp_path / "run"
+    out.mkdir()
+    with atomic_path(out / "config.json") as tmp:
+        tmp.write_text("{")                                   # half written, under its temporary name
+        assert check_config(out, config) == config
+    write_config(out, config)
+    assert check_config(out, config) == config
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="no config.json"):
+        check_config(tmp_path / "mine", config)

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Set, Tuple
 
-from ..atomic import write_bytes_atomic
+from ..atomic import is_temporary, write_bytes_atomic
 from ..errors import OutputExistsError
 
 __all__ = ["CONFIG_FILE", "RESULTS_FILE", "FAILURES_FILE", "append_jsonl", "read_jsonl", "done_pairs",
@@ -83,7 +83,8 @@ def check_config(out: Path, config: Dict[str, Any]) -> Dict[str, Any]:
     """
     path = out / CONFIG_FILE
     if not path.is_file():
-        if out.is_dir() and any(out.iterdir()):
+        # a temporary: another process of the launch writing its config.json at this moment
+        if out.is_dir() and any(not is_temporary(p) for p in out.iterdir()):
             raise OutputExistsError(out, "--out holds files but no config.json (not an evaluation run); choose "
                                          "another --out")
         return config
