@@ -25,6 +25,7 @@ from typing import List, Optional
 from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
                               expected_parameters, generation_overrides, main_guard,
                               optimize_state_path, plan_items, run_items, saved_components)
+from sharpit.coarse.edit_defaults import EDIT_ROUTES, edit_route
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
 
 
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", help="the new description")
     src.add_argument("--prompts", help="a text file with one prompt per line (one variant each)")
     latent = parser.add_argument_group("editing in Shap-E's latent space")
-    latent.add_argument("--via", choices=["latent", "render"], default=None,
+    latent.add_argument("--via", choices=list(EDIT_ROUTES), default=None,
                         help="how a mesh becomes the coarse views: latent = Shap-E encode (+ edit) + decode, the "
                              "paper's path (default with an encoder); render = the mesh as it is (default without)")
     latent.add_argument("--encoder", default=None,
@@ -138,25 +139,25 @@ def _main(argv: Optional[List[str]] = None) -> int:
 
 
 def route(args: argparse.Namespace, is_latent: bool) -> str:
-    """``--via`` checked against the asset and the models, or its default: the rule of
-    :meth:`SharpIt3DPipeline.edit` (``_edit_route``), decided from the flags and a saved
+    """``--via`` checked against the asset and the models, or its default (the rule of
+    :func:`sharpit.coarse.edit_defaults.edit_route`), decided from the flags and a saved
     pipeline's ``model_index.json`` without loading a model."""
     shap_e, encoder = saved_components(args)
-    if is_latent:
-        if args.via == "render":
-            raise InputError(f"--via render applies to mesh assets; {args.asset} is a Shap-E latent (drop --via)")
-        if args.encoder is not None:
-            raise InputError(f"--encoder encodes meshes; {args.asset} is already a Shap-E latent (drop --encoder)")
-        return "latent"
-    if args.via == "render" and args.encoder is not None:
+    if is_latent and args.encoder is not None:
+        raise InputError(f"--encoder encodes meshes; {args.asset} is already a Shap-E latent (drop --encoder)")
+    if not is_latent and args.via == "render" and args.encoder is not None:
         raise InputError("--encoder does nothing with --via render (the mesh is rendered as it is); drop one of them")
-    if args.via == "latent" and not encoder:
-        raise InputError("--via latent encodes the mesh with Shap-E's encoder: pass --encoder DIR (a folder with the "
-                         "released transmitter.pt + transmitter_config.yaml), or use --via render")
-    if args.via == "latent" and not shap_e:
-        raise InputError(f"--via latent decodes the encoded mesh with Shap-E, which --pipeline {args.pipeline} was "
-                         "saved without; use --via render or a pipeline with Shap-E")
-    return args.via or ("latent" if encoder and shap_e else "render")
+    via, problem = edit_route(args.via, is_latent, bool(encoder), bool(shap_e))
+    messages = {
+        "latent_asset": f"--via render applies to mesh assets; {args.asset} is a Shap-E latent (drop --via)",
+        "no_encoder": "--via latent encodes the mesh with Shap-E's encoder: pass --encoder DIR (a folder with the "
+                      "released transmitter.pt + transmitter_config.yaml), or use --via render",
+        "no_shap_e": f"--via latent decodes the encoded mesh with Shap-E, which --pipeline {args.pipeline} was "
+                     "saved without; use --via render or a pipeline with Shap-E",
+    }
+    if problem is not None:   # "unknown" cannot happen: argparse's choices
+        raise InputError(messages[problem])
+    return via
 
 
 def main(argv: Optional[List[str]] = None) -> int:

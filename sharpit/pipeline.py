@@ -42,6 +42,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .cameras import zero123plus_cameras
+from .coarse.edit_defaults import EDIT_ROUTES, edit_route
 from .errors import AssetNotFoundError, ConfigError, InputError
 from .formats import LATENT_SUFFIXES
 from .grid import tensor_to_pil
@@ -56,8 +57,6 @@ __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
 COARSE_COMPONENTS = ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler", "shap_e_renderer")
 #: Components kept in float32 whatever the pipeline's dtype (see :class:`SharpIt3DPipeline`).
 FLOAT32_COMPONENTS = ("shap_e_renderer", "shap_e_encoder")
-#: Ways :meth:`SharpIt3DPipeline.edit` makes the coarse views of a mesh asset.
-EDIT_ROUTES = ("latent", "render")
 #: The stock Zero123++ image-conditioning components of the refiner (optional).
 IMAGE_COMPONENTS = ("vision_encoder", "feature_extractor_clip", "feature_extractor_vae")
 
@@ -657,26 +656,22 @@ class SharpIt3DPipeline(DiffusionPipeline):
                             callback_on_step_end, callback_on_step_end_tensor_inputs, optimize_state)
 
     def _edit_route(self, via: Optional[str], is_latent: bool) -> str:
-        """The coarse route of an edit (see :meth:`edit`): ``via`` checked, or the default."""
-        if via is not None and via not in EDIT_ROUTES:
-            raise InputError(f"via must be one of {EDIT_ROUTES} (or None for the default), got {via!r}")
-        if is_latent:
-            if via == "render":
-                raise InputError("a Shap-E latent asset has no mesh to render as it is: via='render' applies to mesh "
-                                 "assets; leave via unset for latents")
-            return "latent"
-        if via is None:
-            return "latent" if self.shap_e_encoder is not None and self.prior is not None else "render"
-        if via == "latent":
-            if self.shap_e_encoder is None:
-                raise InputError("via='latent' encodes the mesh with Shap-E's encoder, which this pipeline was loaded "
-                                 "without: pass SharpIt3DPipeline.from_released(shap_e_encoder=FOLDER) with the "
-                                 "released transmitter.pt + transmitter_config.yaml (sharpit.sources.TRANSMITTER_URL), "
-                                 "or use via='render'")
-            if self.prior is None:
-                raise InputError("via='latent' decodes the encoded latent with Shap-E, which this pipeline was loaded "
-                                 "without (shap_e=None); load it with a Shap-E model or use via='render'")
-        return via
+        """The coarse route of an edit (:func:`edit_route`): ``via`` checked, or the default."""
+        route, problem = edit_route(via, is_latent, self.shap_e_encoder is not None, self.prior is not None)
+        messages = {
+            "unknown": f"via must be one of {EDIT_ROUTES} (or None for the default), got {via!r}",
+            "latent_asset": "a Shap-E latent asset has no mesh to render as it is: via='render' applies to mesh "
+                            "assets; leave via unset for latents",
+            "no_encoder": "via='latent' encodes the mesh with Shap-E's encoder, which this pipeline was loaded "
+                          "without: pass SharpIt3DPipeline.from_released(shap_e_encoder=FOLDER) with the "
+                          "released transmitter.pt + transmitter_config.yaml (sharpit.sources.TRANSMITTER_URL), "
+                          "or use via='render'",
+            "no_shap_e": "via='latent' decodes the encoded latent with Shap-E, which this pipeline was loaded "
+                         "without (shap_e=None); load it with a Shap-E model or use via='render'",
+        }
+        if problem is not None:
+            raise InputError(messages[problem])
+        return route
 
     def _edit_latent(self, latent: torch.Tensor, source_prompt: str, prompt: str, options: GenerationOptions,
                      seed: int) -> torch.Tensor:

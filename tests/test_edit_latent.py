@@ -132,6 +132,23 @@ def test_route_errors(pipe, asset, kept):
     assert no_shap_e._edit_route(None, is_latent=False) == "render"   # no Shap-E: the mesh as it is
 
 
+@pytest.mark.parametrize("via,is_latent,encoder,shap_e,expected", [
+    (None, False, True, True, ("latent", None)),        # the paper's path when both models are there
+    (None, False, True, False, ("render", None)),
+    (None, False, False, True, ("render", None)),
+    ("render", False, True, True, ("render", None)),
+    ("latent", False, False, True, ("latent", "no_encoder")),
+    ("latent", False, True, False, ("latent", "no_shap_e")),
+    (None, True, False, False, ("latent", None)),       # a latent needs no encoder
+    ("render", True, True, True, ("latent", "latent_asset")),
+    ("mesh", False, True, True, ("", "unknown")),
+])
+def test_edit_route_rule(via, is_latent, encoder, shap_e, expected):
+    from sharpit.coarse.edit_defaults import edit_route
+
+    assert edit_route(via, is_latent, encoder, shap_e) == expected
+
+
 @pytest.fixture(scope="module")
 def saved(pipe, tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved") / "pipeline"
