@@ -1,19 +1,26 @@
 """Web app: type a prompt or drop a mesh, watch the stages, orbit the result, download it.
 
-``python -m inference.app [--tiny] [--host 127.0.0.1] [--port 7860] [--share false] [--out DIR]``
+``python -m inference.app [--tiny] [--host 127.0.0.1] [--port 7860] [--share false] [--out DIR] [--encoder DIR]``
 (or ``sharpit-app``), then open http://127.0.0.1:7860.
 
 * **Generate**: a prompt, seed, Shap-E and refiner steps, guidance and texturing -> the coarse
   grid, the refined grid, an orbitable 3D view of the GLB and GLB/OBJ/PLY/grid downloads.
 * **Edit**: a mesh (GLB, self-contained glTF, OBJ, PLY, STL, OFF) or a saved Shap-E latent
   (``.safetensors``, ``.pt``), a new prompt, strength and the file's up axis -> the same outputs,
-  in the asset's own frame and size.
+  in the asset's own frame and size. The route (auto, latent: through Shap-E's encoder, the
+  paper's path; render: the mesh as it is) and an optional source prompt (what the asset shows
+  now: its Shap-E latent is edited toward the prompt by DDPM inversion) are
+  :meth:`~sharpit.pipeline.SharpIt3DPipeline.edit`'s ``via`` and ``source_prompt``; ``--encoder``
+  loads the encoder (``--tiny`` has a tiny one).
+* Both tabs' advanced settings include texture optimisation steps (multi-view SDS after the
+  reconstruction, :func:`sharpit.optimize.refine_texture`), shown step by step and cancellable.
 
 One pipeline is loaded once and serves everyone through a queue that runs one request at a time
 (the Generate, Edit and example events share one concurrency slot, and a lock guards the
-pipeline as well). The progress bar names the stage (Shap-E steps, coarse views, refiner steps,
-reconstruction, saving); Cancel stops the running request at the next Shap-E or refiner step, and
-the next request runs as usual. Bad input (an empty prompt, a 0-byte, corrupt, unsupported or
+pipeline as well). The progress bar names the stage (Shap-E steps or a latent edit's inversion
+and regeneration steps, coarse views, refiner steps, reconstruction, optimisation steps, saving);
+Cancel stops the running request at the next Shap-E, refiner or optimisation step, and the next
+request runs as usual. Bad input (an empty prompt, a 0-byte, corrupt, unsupported or
 too large upload, values out of range) shows sharpit's one-line message in the page; the app
 keeps serving. Uploads are limited to ``--max-upload-mb`` (:data:`MAX_UPLOAD_MB`, 100 MB).
 
@@ -46,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from inference.common import add_model_args
+from inference.common import ENCODER_HELP, add_model_args
 from sharpit.errors import CorruptFileError, InputError, SharpItError, UnsupportedFormatError
 from sharpit.formats import LATENT_SUFFIXES, MESH_READ_FORMATS
 
@@ -125,10 +132,22 @@ CONTROLS: Tuple[Control, ...] = (
     Control("mesh_resolution", "Mesh resolution", "int", 16, 512, 16, advanced=True,
             info="the reconstructor's grid per axis"),
     Control("texture_size", "Texture size (px)", "int", 64, 4096, 64, advanced=True),
+    Control("optimize_steps", "Texture optimisation steps (SDS)", "int", 0, 1000, 10, advanced=True,
+            info="0: off; N steps of multi-view score distillation of the texture under the refiner "
+                 "after reconstruction (each about one refiner step)"),
+    Control("latent_strength", "Latent edit strength", "float", 0.0, 1.0, 0.01, tabs=("edit",), advanced=True,
+            info="with a source prompt: the share of the inversion steps regenerated toward the prompt "
+                 "(0 keeps the shape, 1 redraws it)"),
+    Control("inversion_steps", "Inversion steps", "int", 2, 256, 1, tabs=("edit",), advanced=True,
+            info="with a source prompt: DDPM steps of the latent's inversion (the paper: 128)"),
+    Control("latent_guidance_scale", "Latent edit guidance", "float", 0.0, 30.0, 0.5, tabs=("edit",),
+            advanced=True, info="with a source prompt: classifier-free guidance of the inversion and the edit"),
 )
 #: Labels of the non-option inputs, for messages.
-LABELS = {"prompt": "Prompt", "seed": "Seed", "upload": "Asset", "up_axis": "Up axis",
-          **{c.option: c.label for c in CONTROLS}}
+LABELS = {"prompt": "Prompt", "seed": "Seed", "upload": "Asset", "up_axis": "Up axis", "via": "Route",
+          "source_prompt": "Source prompt", **{c.option: c.label for c in CONTROLS}}
+#: The Edit tab's route choices: "auto" is :func:`~sharpit.coarse.edit_defaults.edit_route`'s default.
+ROUTES = ("auto", "latent", "render")
 
 
 def controls(tab: str) -> List[Control]:
@@ -219,34 +238,69 @@ class Cancelled(Exception):
 class StageTracker:
     """One progress bar over the pipeline's stages, and the cancel check.
 
-    The pipeline reports refiner steps through ``callback_on_step_end``; Shap-E steps are counted
-    with a forward pre-hook on the prior (``2 * coarse_steps - 1`` calls, see
-    :meth:`~sharpit.coarse.ShapEGenerator.sample_latents`); between them lie the coarse mesh and
-    its six views, after them the reconstruction. At each step the cancel flag is checked and
+    The stages of a request: Generate: Shap-E steps, the coarse mesh and its six views, refiner
+    steps, reconstruction; Edit: reading the asset (and encoding it into Shap-E's latent on the
+    latent route), with a source prompt the latent's inversion and its regeneration toward the
+    prompt, then the refiner steps and reconstruction; both end with the texture optimisation when
+    ``optimize_steps`` > 0, then saving. Shap-E steps are counted with a forward pre-hook on the
+    prior (:meth:`prior_call`: ``2 * coarse_steps - 1`` Heun calls in Generate, ``inversion_steps``
+    then ``int(inversion_steps * latent_strength)`` DDPM calls in a latent edit), refiner steps
+    with ``callback_on_step_end`` (:meth:`refine_step`), optimisation steps with the pipeline's
+    ``optimize_callback`` (:meth:`optimize_step`). At each one the cancel flag is checked and
     :class:`Cancelled` raised, which unwinds the pipeline call.
 
-    ``report(fraction, text)`` receives the progress (a ``gr.Progress`` in the app).
+    Args:
+        report: receives ``(fraction, text)`` (a ``gr.Progress`` in the app).
+        cancelled: says whether the request was cancelled.
+        mode: "generate" or "edit".
+        options: the request's :class:`~sharpit.options.GenerationOptions`.
+        route: an edit's route ("latent" or "render", :func:`~sharpit.coarse.edit_defaults.edit_route`).
+        latent_edit: an edit steered by a source prompt (inversion, then regeneration).
     """
 
-    #: Where each stage starts on the bar (rough shares of a GPU run).
-    STARTS = {"coarse": 0.0, "views": 0.30, "refine": 0.35, "reconstruct": 0.85, "save": 0.97}
+    #: Rough shares of a GPU run, for where each stage sits on the bar.
+    WEIGHTS = {"coarse": 0.30, "read": 0.05, "invert": 0.15, "regenerate": 0.10, "views": 0.05, "refine": 0.50,
+               "reconstruct": 0.12, "optimize": 0.60, "save": 0.03}
 
     def __init__(self, report: Callable[[float, str], None], cancelled: Callable[[], bool], mode: str,
-                 options) -> None:
+                 options, route: str = "render", latent_edit: bool = False) -> None:
         self.report, self.cancelled, self.mode = report, cancelled, mode
         self.coarse_steps = options.coarse_steps
-        self.prior_calls_total = 2 * options.coarse_steps - 1
         self.refine_total = max(1, int(options.refine_steps * options.strength))
-        self.textured = options.textured
+        self.optimize_total = options.optimize_steps
+        self.textured = options.textured or options.optimize_steps > 0
+        self.latent_edit = mode == "edit" and latent_edit
+        self.inversion_steps = options.inversion_steps
+        self.regenerate_steps = int(options.inversion_steps * options.latent_strength)
+        if mode == "generate":
+            self.prior_calls_total = 2 * options.coarse_steps - 1
+            stages = ["coarse", "views"]
+        else:
+            self.prior_calls_total = self.inversion_steps + self.regenerate_steps if self.latent_edit else 0
+            stages = ["read"] + (["invert", "regenerate"] if self.latent_edit else [])
+        stages += ["refine", "reconstruct"] + (["optimize"] if self.optimize_total else []) + ["save"]
+        total = sum(self.WEIGHTS[s] for s in stages)
+        self.stages, self.starts, at = stages, {}, 0.0
+        for name in stages:
+            self.starts[name] = at / total
+            at += self.WEIGHTS[name]
+        self.route = route
         self.prior_calls = 0
         self.where = "before the start"
 
+    def _label(self, name: str, text: str) -> str:
+        """``text`` numbered among the request's stages ("3/5 ..."); saving is not numbered."""
+        if name == "save":
+            return text
+        numbered = [s for s in self.stages if s != "save"]
+        return f"{numbered.index(name) + 1}/{len(numbered)} {text}"
+
     def stage(self, name: str, text: str, within: float = 0.0) -> None:
-        names = list(self.STARTS)
-        start = self.STARTS[name]
-        end = self.STARTS[names[names.index(name) + 1]] if name != names[-1] else 1.0
-        self.where = text
-        self.report(min(1.0, start + (end - start) * within), text)
+        start = self.starts[name]
+        later = self.stages.index(name) + 1
+        end = self.starts[self.stages[later]] if later < len(self.stages) else 1.0
+        self.where = self._label(name, text)
+        self.report(min(1.0, start + (end - start) * within), self.where)
 
     def check(self) -> None:
         if self.cancelled():
@@ -255,32 +309,52 @@ class StageTracker:
     def begin(self) -> None:
         self.check()
         if self.mode == "generate":
-            self.stage("coarse", f"1/4 Coarse shape (Shap-E): step 0/{self.coarse_steps}")
+            self.stage("coarse", f"Coarse shape (Shap-E): step 0/{self.coarse_steps}")
+        elif self.route == "render":
+            self.stage("read", "Reading the asset and rendering its six views")
+        elif self.latent_edit:
+            self.stage("read", "Reading the asset and encoding it into Shap-E's latent")
         else:
-            self.stage("views", "1/4 Reading the asset and rendering its six views")
+            self.stage("read", "Reading the asset, encoding it into Shap-E's latent, decoding it and rendering "
+                               "its six views")
 
     def prior_call(self, module, args) -> None:
-        """Forward pre-hook of the Shap-E prior: one call of the Heun sampler."""
+        """Forward pre-hook of the Shap-E prior: one sampler call."""
         self.check()
         self.prior_calls += 1
-        if self.prior_calls < self.prior_calls_total:
-            done = self.prior_calls // 2
-            self.stage("coarse", f"1/4 Coarse shape (Shap-E): step {done}/{self.coarse_steps}",
-                       self.prior_calls / self.prior_calls_total)
-        else:   # the last call: then the coarse mesh and its views
-            self.stage("views", "2/4 Coarse mesh and its six views")
+        n = self.prior_calls
+        if self.mode == "generate":
+            if n < self.prior_calls_total:
+                self.stage("coarse", f"Coarse shape (Shap-E): step {n // 2}/{self.coarse_steps}",
+                           n / self.prior_calls_total)
+            else:   # the last call: then the coarse mesh and its views
+                self.stage("views", "Coarse mesh and its six views")
+        elif n <= self.inversion_steps:
+            self.stage("invert", f"Inverting the latent (source prompt): step {n}/{self.inversion_steps}",
+                       n / self.inversion_steps)
+        else:
+            done = n - self.inversion_steps
+            self.stage("regenerate", f"Editing the latent toward the prompt: step {done}/{self.regenerate_steps}",
+                       done / max(1, self.regenerate_steps))
 
     def refine_step(self, pipe, step: int, timestep, tensors: Dict) -> Dict:
         """``callback_on_step_end`` of the refiner."""
         self.check()
         done = step + 1
         if done < self.refine_total:
-            self.stage("refine", f"3/4 Refining the six views: step {done}/{self.refine_total}",
+            self.stage("refine", f"Refining the six views: step {done}/{self.refine_total}",
                        done / self.refine_total)
         else:
             what = "mesh and texture" if self.textured else "mesh"
-            self.stage("reconstruct", f"4/4 Reconstructing the {what}")
+            self.stage("reconstruct", f"Reconstructing the {what}")
         return {}
+
+    def optimize_step(self, step: int, stats: Dict) -> None:
+        """``optimize_callback`` of the pipeline (``step`` counts from 0)."""
+        self.check()
+        done = step + 1
+        self.stage("optimize", f"Optimising the texture (multi-view SDS): step {done}/{self.optimize_total}",
+                   done / self.optimize_total)
 
 
 # -- sessions ------------------------------------------------------------------------------
@@ -454,14 +528,19 @@ class SharpItApp:
         return _last(self.generate_stream(prompt, seed, settings, session=session, token=token, progress=progress))
 
     def edit(self, upload: Any, prompt: Any, seed: Any = None, up_axis: str = "auto",
-             settings: Optional[Mapping[str, Any]] = None, *, session: str = "local",
-             token: Optional[int] = None, progress: Optional[Callable] = None) -> RunOutput:
+             settings: Optional[Mapping[str, Any]] = None, via: str = "auto", source_prompt: Any = None, *,
+             session: str = "local", token: Optional[int] = None,
+             progress: Optional[Callable] = None) -> RunOutput:
         """A mesh or latent file re-dressed with a new prompt, in the asset's own frame and size.
+
+        ``via``: "auto" (the pipeline's default route), "latent" or "render" (see
+        :meth:`~sharpit.pipeline.SharpIt3DPipeline.edit`); ``source_prompt``: what the asset shows
+        now (empty: none), which edits the Shap-E latent toward the prompt on the latent route.
 
         Raises: as :meth:`generate`.
         """
-        return _last(self.edit_stream(upload, prompt, seed, up_axis, settings, session=session, token=token,
-                                      progress=progress))
+        return _last(self.edit_stream(upload, prompt, seed, up_axis, settings, via, source_prompt, session=session,
+                                      token=token, progress=progress))
 
     def generate_stream(self, prompt: Any, seed: Any = None, settings: Optional[Mapping[str, Any]] = None, *,
                         session: str = "local", token: Optional[int] = None,
@@ -476,9 +555,11 @@ class SharpItApp:
                              call=lambda **kw: self.pipe.generate(prompt, seed=seed, options=options, **kw))
 
     def edit_stream(self, upload: Any, prompt: Any, seed: Any = None, up_axis: str = "auto",
-                    settings: Optional[Mapping[str, Any]] = None, *, session: str = "local",
-                    token: Optional[int] = None, progress: Optional[Callable] = None) -> Iterator[RunOutput]:
+                    settings: Optional[Mapping[str, Any]] = None, via: str = "auto", source_prompt: Any = None, *,
+                    session: str = "local", token: Optional[int] = None,
+                    progress: Optional[Callable] = None) -> Iterator[RunOutput]:
         """:meth:`edit` in two steps, as :meth:`generate_stream`."""
+        from sharpit.coarse.edit_defaults import edit_route
         from sharpit.mesh_io import UP_AXES
 
         self.timeline = {"handler": time.time()}
@@ -491,18 +572,42 @@ class SharpItApp:
         if path.suffix.lower() in (".glb", ".gltf") and up_axis == "z":
             raise InputError(f"{path.name}: up axis z does not apply to glTF, which is y-up by its specification; "
                              "choose auto")
+        if via not in ROUTES:
+            raise InputError(f"{LABELS['via']} must be one of {', '.join(ROUTES)}, got {via!r}")
+        if source_prompt is not None and not isinstance(source_prompt, str):
+            raise InputError(f"{LABELS['source_prompt']} must be text, got {type(source_prompt).__name__}")
+        source_prompt = source_prompt.strip() if source_prompt and source_prompt.strip() else None
         options = options_from_ui(self.defaults, "edit", settings or {})
         read_axis = "auto" if is_latent else up_axis
+        chosen = None if via == "auto" else via
+        route, problem = edit_route(chosen, is_latent, self.pipe.shap_e_encoder is not None,
+                                    self.pipe.prior is not None)
+        if problem == "latent_asset":
+            raise InputError(f"{path.name} is a Shap-E latent: {LABELS['via']} render applies to meshes; choose auto")
+        if problem == "no_encoder":
+            raise InputError(f"{LABELS['via']} latent encodes the mesh with Shap-E's encoder, which this app was "
+                             "started without: restart it with --encoder DIR (the released transmitter.pt + "
+                             f"transmitter_config.yaml), or choose {LABELS['via']} render")
+        if problem == "no_shap_e":
+            raise InputError(f"{LABELS['via']} latent decodes with Shap-E, which this app's pipeline was saved "
+                             f"without; choose {LABELS['via']} render")
+        if source_prompt is not None and route == "render":
+            raise InputError(f"{LABELS['source_prompt']} edits the asset's Shap-E latent, which the render route "
+                             f"skips; choose {LABELS['via']} latent (or auto, with an encoder), or clear the "
+                             f"{LABELS['source_prompt']}")
         try:
-            yield from self._run("edit", prompt, options, session, token, progress, up_axis=read_axis,
+            yield from self._run("edit", prompt, options, session, token, progress, up_axis=read_axis, route=route,
+                                 latent_edit=source_prompt is not None,
                                  call=lambda **kw: self.pipe.edit(str(path), prompt, seed=seed, options=options,
-                                                                  up_axis=read_axis, **kw))
+                                                                  up_axis=read_axis, via=chosen,
+                                                                  source_prompt=source_prompt, **kw))
         except SharpItError as exc:   # name the file as the user knows it, not its temporary path
             exc.args = (str(exc).replace(str(path), path.name),)
             raise
 
     def _run(self, mode: str, prompt: str, options, session_key: str, token: Optional[int],
-             progress: Optional[Callable], call: Callable, up_axis: str = "auto") -> Iterator[RunOutput]:
+             progress: Optional[Callable], call: Callable, up_axis: str = "auto", route: str = "render",
+             latent_edit: bool = False) -> Iterator[RunOutput]:
         session = self._session(session_key)
         if token is None:
             token = self.arm(session_key)
@@ -511,7 +616,7 @@ class SharpItApp:
         def cancelled() -> bool:
             return token <= session.cancelled_upto
 
-        tracker = StageTracker(lambda f, text: report(f, desc=text), cancelled, mode, options)
+        tracker = StageTracker(lambda f, text: report(f, desc=text), cancelled, mode, options, route, latent_edit)
         tracker.check()   # cancelled while queued
         self.sweep()
         session.running = True
@@ -523,7 +628,7 @@ class SharpItApp:
                     if self.pipe.prior is not None:
                         handle = self.pipe.prior.register_forward_pre_hook(tracker.prior_call)
                     self.timeline["pipeline_start"] = time.time()
-                    result = call(callback_on_step_end=tracker.refine_step)
+                    result = call(callback_on_step_end=tracker.refine_step, optimize_callback=tracker.optimize_step)
                     self.timeline["pipeline_end"] = time.time()
                 finally:
                     if handle is not None:
@@ -701,6 +806,13 @@ class SharpItApp:
                                                    "exporters' OBJ/PLY/STL (Blender's OBJ default)")
                             e_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (empty = random)",
                                                elem_id="edit-seed")
+                            e_via = gr.Radio(list(ROUTES), value="auto", label=LABELS["via"], elem_id="edit-via",
+                                             info=self._route_info())
+                            e_source = gr.Textbox(label=f"{LABELS['source_prompt']} (optional)", lines=1,
+                                                  placeholder="a wooden chair", elem_id="edit-source-prompt",
+                                                  info="what the asset shows now: on the latent route its Shap-E "
+                                                       "latent is edited toward the prompt (the shape can change); "
+                                                       "empty keeps the shape")
                             e_ctl = self._controls_ui("edit")
                             with gr.Row():
                                 e_btn = gr.Button("Edit", variant="primary", elem_id="edit-button", scale=3)
@@ -739,9 +851,10 @@ class SharpItApp:
                                            session=self.session_key(request), token=tok, progress=progress)
 
             def run_edit(request: gr.Request, progress=gr.Progress(), *values):
-                tok, upload, prompt, axis, seed, *rest = values
+                tok, upload, prompt, axis, seed, via, source, *rest = values
                 yield from self._ui_stream(self.edit_stream, upload, prompt, seed, axis, dict(zip(e_names, rest)),
-                                           session=self.session_key(request), token=tok, progress=progress)
+                                           via, source, session=self.session_key(request), token=tok,
+                                           progress=progress)
 
             def cancel(request: gr.Request):
                 return self.cancel(self.session_key(request))
@@ -751,7 +864,7 @@ class SharpItApp:
 
             pipeline_slot = dict(concurrency_id="pipeline", concurrency_limit=1, show_progress_on=[viewer])
             g_inputs = [token, g_prompt, g_seed] + [g_ctl[n] for n in g_names]
-            e_inputs = [token, e_file, e_prompt, e_axis, e_seed] + [e_ctl[n] for n in e_names]
+            e_inputs = [token, e_file, e_prompt, e_axis, e_seed, e_via, e_source] + [e_ctl[n] for n in e_names]
             for trigger in [g_btn.click, g_prompt.submit, g_examples.load_input_event.then]:
                 trigger(arm, None, [token, status], queue=False, show_progress="hidden").then(
                     run_generate, g_inputs, outputs, **pipeline_slot)
@@ -767,6 +880,17 @@ class SharpItApp:
                 demo.load(None, None, None, js=preload)
         demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
         return demo
+
+    def _route_info(self) -> str:
+        """The Route radio's help: what each choice does, and what "auto" means for these models."""
+        from sharpit.coarse.edit_defaults import edit_route
+
+        auto, _ = edit_route(None, False, self.pipe.shap_e_encoder is not None, self.pipe.prior is not None)
+        text = ("latent: encode the mesh into Shap-E's latent, decode and render it as the refiner was trained "
+                "(the paper's path); render: the mesh's views as they are; auto: " + auto + " for these models")
+        if self.pipe.shap_e_encoder is None:
+            text += " (no Shap-E encoder loaded: start the app with --encoder DIR for the latent route)"
+        return text
 
     def _controls_ui(self, tab: str) -> Dict[str, Any]:
         made = {}
@@ -826,6 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
                         help=f"largest upload taken, in MB ({MAX_UPLOAD_MB:g})")
     add_model_args(parser)
+    parser.add_argument("--encoder", default=None, help=ENCODER_HELP + " (the Edit tab's latent route)")
     return parser
 
 

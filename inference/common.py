@@ -59,6 +59,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
 
 
+#: Help of ``--encoder`` (edit and the web app: Shap-E's encoder for the latent route of edits).
+ENCODER_HELP = ("Shap-E's encoder: a folder with transmitter.pt + transmitter_config.yaml (released by OpenAI "
+                "outside the hub), a ShapEEncoder.save_pretrained folder, or a hub id")
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Model and device flags (shared by generate, edit and the web app)."""
     from sharpit.sources import DEFAULT_MODELS

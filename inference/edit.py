@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
-                              expected_parameters, generation_overrides, main_guard,
+from inference.common import (ENCODER_HELP, add_common_args, check_done_items, check_output, check_weights,
+                              collect_prompts, expected_parameters, generation_overrides, main_guard,
                               optimize_state_path, plan_items, run_items, saved_components)
 from sharpit.coarse.edit_defaults import EDIT_ROUTES, edit_route
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
@@ -47,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     latent.add_argument("--via", choices=list(EDIT_ROUTES), default=None,
                         help="how a mesh becomes the coarse views: latent = Shap-E encode (+ edit) + decode, the "
                              "paper's path (default with an encoder); render = the mesh as it is (default without)")
-    latent.add_argument("--encoder", default=None,
-                        help="Shap-E's encoder: a folder with transmitter.pt + transmitter_config.yaml (released "
-                             "by OpenAI outside the hub), a ShapEEncoder.save_pretrained folder, or a hub id")
+    latent.add_argument("--encoder", default=None, help=ENCODER_HELP)
     latent.add_argument("--source-prompt", default=None,
                         help="what the asset shows now: edits the Shap-E latent toward --prompt by DDPM inversion "
                              "(shape can change); without it only the refiner sees the new prompt")

@@ -95,7 +95,7 @@ class GenerationOptions:
             0 keeps the source latent, 1 regenerates from the inverted noise). Acts only in
             ``edit(..., via="latent", source_prompt=...)``. 0.64 is the inversion paper's code's
             default (Sharp-It publishes none).
-        inversion_steps: DDPM steps of the inversion and of the regeneration (128, SPEC section 7).
+        inversion_steps: DDPM steps of the inversion and of the regeneration (128, SPEC section 7), >= 2.
         latent_guidance_scale: Shap-E's classifier-free guidance while inverting (source prompt)
             and regenerating (new prompt) (12, SPEC section 7).
         optimize_steps: steps of multi-view score distillation of the result's texture under the
@@ -155,7 +155,7 @@ class GenerationOptions:
         if self.texture_source not in TEXTURE_SOURCES:
             raise OptionError("texture_source", f"must be one of {TEXTURE_SOURCES}, got {self.texture_source!r}")
         _number("latent_strength", self.latent_strength, 0.0, 1.0)
-        _int("inversion_steps", self.inversion_steps, 1)
+        _int("inversion_steps", self.inversion_steps, 2)   # a DDPM of one step has no noise map to keep
         _number("latent_guidance_scale", self.latent_guidance_scale, 0.0)
         _int("optimize_steps", self.optimize_steps, 0)
         optimize = self.optimize

@@ -439,7 +439,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
                                         supersample=render.supersample)
 
     def _optimize_texture(self, mesh: Mesh, coarse_mesh: Mesh, latent: Optional[torch.Tensor], prompt: str,
-                          options: GenerationOptions, seed: int, state_path) -> Mesh:
+                          options: GenerationOptions, seed: int, state_path, callback=None) -> Mesh:
         """``options.optimize_steps`` of multi-view SDS on ``mesh``'s texture (normalised frame),
         the refiner conditioned on the coarse object rendered at each (turned) rig as
         :meth:`_render_coarse` renders it at the canonical one."""
@@ -459,13 +459,14 @@ class SharpIt3DPipeline(DiffusionPipeline):
         with torch.enable_grad():
             result = refine_texture(self.refiner, mesh, condition, prompt, options.optimize_steps,
                                     negative_prompt=options.negative_prompt, options=options.optimize,
-                                    generator=self._generator(seed, 4), state_path=state_path)
+                                    generator=self._generator(seed, 4), state_path=state_path,
+                                    callback_on_step_end=callback)
         return result.mesh
 
     def _finish(self, prompt: str, coarse_mesh: Mesh, latent, seed: int, options: GenerationOptions,
                 params: Dict, timings: Dict, transform: Similarity, source: Optional[str],
                 callback_on_step_end, callback_on_step_end_tensor_inputs,
-                optimize_state=None) -> SharpIt3DPipelineOutput:
+                optimize_state=None, optimize_callback=None) -> SharpIt3DPipelineOutput:
         with self._stage("render", timings):
             coarse_views = self._render_coarse(coarse_mesh, latent, options)
         params["coarse_shading"] = coarse_shading(coarse_mesh) if options.coarse_render.mode == "mesh" else None
@@ -486,7 +487,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
                                                   uv_layout=options.uv_layout, texture_source=options.texture_source)
         if options.optimize_steps:
             with self._stage("optimize", timings):
-                mesh = self._optimize_texture(mesh, coarse_mesh, latent, prompt, options, seed, optimize_state)
+                mesh = self._optimize_texture(mesh, coarse_mesh, latent, prompt, options, seed, optimize_state,
+                                              optimize_callback)
         self.maybe_free_model_hooks()
         timings["total"] = sum(timings.values())
         # the latent-edit options acted only when a source prompt steered a latent edit
@@ -513,6 +515,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
                  optimize_state: Union[str, os.PathLike, None] = None,
                  callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+                 optimize_callback: Optional[Callable[[int, Dict], None]] = None,
                  **overrides) -> SharpIt3DPipelineOutput:
         """Text to a detailed mesh.
 
@@ -527,6 +530,10 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 call is run again after an interruption (:func:`sharpit.optimize.refine_texture`).
             callback_on_step_end, callback_on_step_end_tensor_inputs: called after each refiner
                 step, as in diffusers (``f(refiner, step, timestep, tensors) -> dict``).
+            optimize_callback: with ``optimize_steps``, ``f(step, stats)`` after each optimisation
+                step (``step`` counts from 0; ``stats`` as in
+                :attr:`sharpit.optimize.TextureRefineResult.stats`); an exception it raises stops
+                the run (the saved ``optimize_state`` stays for a resume).
             overrides: any :class:`~sharpit.options.GenerationOptions` field by keyword
                 (``refine_steps=30``, ``textured=True``, ...), applied on top of ``options``.
         Returns:
@@ -551,7 +558,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
             coarse_mesh = coarse.to_mesh(latent, grid_size=options.coarse_grid_size)
         return self._finish(prompt, coarse_mesh, latent, seed, options, {"mode": "generate"}, timings,
                             Similarity.identity(), None, callback_on_step_end, callback_on_step_end_tensor_inputs,
-                            optimize_state)
+                            optimize_state, optimize_callback)
 
     @torch.no_grad()
     def edit(self, asset: Union[str, os.PathLike, Mesh, torch.Tensor], prompt: str, seed: Optional[int] = None,
@@ -560,6 +567,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
              optimize_state: Union[str, os.PathLike, None] = None,
              callback_on_step_end: Optional[Callable] = None,
              callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+             optimize_callback: Optional[Callable[[int, Dict], None]] = None,
              **overrides) -> SharpIt3DPipelineOutput:
         """Edit an existing rough asset with a new prompt.
 
@@ -589,7 +597,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
             up_axis: for a mesh file, its up axis (:func:`sharpit.mesh_io.load_mesh`): "auto"
                 (glTF y-up by its specification, other formats z-up), "y" (most OBJ/PLY/STL
                 exporters, e.g. Blender's OBJ default) or "z".
-            seed, generator, options, optimize_state, callback_on_step_end, overrides: as in
+            seed, generator, options, optimize_state, callback_on_step_end, optimize_callback, overrides: as in
                 :meth:`generate`; ``strength`` below 1 keeps more of the coarse appearance;
                 ``coarse_grid_size`` is the grid of a latent's coarse mesh (unused on the
                 ``"render"`` path); ``coarse_render`` mode "nerf" needs a latent (a latent asset or
@@ -653,7 +661,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
         params = {"mode": "edit", "up_axis": None if is_latent or isinstance(asset, Mesh) else up_axis,
                   "via": via, "source_prompt": None if source_prompt is None else source_prompt.strip()}
         return self._finish(prompt, coarse_mesh, latent, seed, options, params, timings, transform, source,
-                            callback_on_step_end, callback_on_step_end_tensor_inputs, optimize_state)
+                            callback_on_step_end, callback_on_step_end_tensor_inputs, optimize_state,
+                            optimize_callback)
 
     def _edit_route(self, via: Optional[str], is_latent: bool) -> str:
         """The coarse route of an edit (:func:`edit_route`): ``via`` checked, or the default."""

@@ -119,7 +119,9 @@ def test_edit_mesh_keeps_its_frame_and_zips_a_textured_obj(app):
     progress = Progress()
     out = app.edit(str(ASSETS / "rough_table.obj"), "a marble table", 1, "y",
                    {"strength": 0.5, "textured": True}, session="edit", progress=progress)
-    assert progress.texts[0].startswith("1/4 Reading the asset")
+    assert progress.texts[0] == "1/3 Reading the asset, encoding it into Shap-E's latent, decoding it and rendering its six views"
+    # strength 0.5 of 2 refiner steps: one step, whose end starts the reconstruction
+    assert progress.texts[1:] == ["3/3 Reconstructing the mesh and texture", "Saving the mesh"]
     assert _names(out) == ["mesh.glb", "mesh_obj.zip", "coarse_grid.png", "refined_grid.png", "metadata.json"]
     assert "PLY skipped" in out.status and "own frame and size" in out.status and "y-up" in out.status
     with zipfile.ZipFile(Path(out.folder) / "mesh_obj.zip") as zf:
@@ -142,6 +144,83 @@ def test_edit_a_saved_latent(app, generated, tmp_path):
     path = save_latents(tmp_path / "chair.safetensors", latent, {"prompt": "a red chair"})
     out = app.edit(str(path), "a blue chair", 2, "auto", {}, session="latent")
     assert Path(out.model).is_file() and out.result.latent is not None
+    with pytest.raises(SharpItError, match="chair.safetensors is a Shap-E latent: Route render applies to meshes"):
+        app.edit(str(path), "a blue chair", 2, "auto", {}, "render", session="latent")
+
+
+def test_edit_with_a_source_prompt_edits_the_latent_and_shows_its_steps(app):
+    progress = Progress()
+    out = app.edit(str(ASSETS / "rough_chair.glb"), "an armchair", 1, "auto",
+                   {"inversion_steps": 4, "latent_strength": 0.5, "latent_guidance_scale": 3.0}, "latent",
+                   "  a chair ", session="latent-edit", progress=progress)
+    texts = progress.texts
+    assert texts[0] == "1/5 Reading the asset and encoding it into Shap-E's latent"
+    for expected in ("2/5 Inverting the latent (source prompt): step 4/4",
+                     "3/5 Editing the latent toward the prompt: step 2/2", "4/5 Refining the six views: step 1/2",
+                     "5/5 Reconstructing the mesh"):
+        assert expected in texts, texts
+    assert [f for f, _ in progress.events] == sorted(f for f, _ in progress.events)
+    params = out.result.parameters
+    assert params["via"] == "latent" and params["source_prompt"] == "a chair"
+    assert (params["inversion_steps"], params["latent_strength"], params["latent_guidance_scale"]) == (4, 0.5, 3.0)
+
+
+def test_edit_through_the_render_route(app):
+    progress = Progress()
+    out = app.edit(str(ASSETS / "ball.ply"), "a stone ball", 0, "auto", {}, "render", "", session="render",
+                   progress=progress)
+    assert progress.texts[0] == "1/3 Reading the asset and rendering its six views"
+    assert out.result.parameters["via"] == "render" and out.result.parameters["source_prompt"] is None
+    assert out.result.parameters["latent_strength"] is None   # recorded only when it acted
+
+
+def test_texture_optimisation_shows_its_steps_and_can_be_cancelled(app):
+    progress = Progress()
+    out = app.generate("a red chair", 0, {"optimize_steps": 2}, session="sds", progress=progress)
+    assert "4/5 Reconstructing the mesh and texture" in progress.texts
+    assert "5/5 Optimising the texture (multi-view SDS): step 2/2" in progress.texts
+    assert out.result.parameters["optimize_steps"] == 2 and out.result.mesh.has_texture
+    assert "optimize" in out.result.timings
+
+    def cancel_at_first_step(text):
+        if text.startswith("5/5 Optimising") and text.endswith("step 1/2"):
+            app.cancel("sds-cancel")
+
+    with pytest.raises(webapp.Cancelled, match="Optimising the texture"):
+        app.generate("a red chair", 0, {"optimize_steps": 2}, session="sds-cancel",
+                     progress=Progress(cancel_at_first_step))
+
+
+@pytest.mark.parametrize("via, source, settings, message", [
+    ("sideways", None, {}, "Route must be one of auto, latent, render, got 'sideways'"),
+    ("render", "a chair", {}, "Source prompt edits the asset's Shap-E latent, which the render route skips"),
+    ("auto", "a chair", {"latent_strength": 1.5}, "Latent edit strength must be"),
+    ("auto", "a chair", {"inversion_steps": 1}, "Inversion steps must be an integer >= 2, got 1"),
+])
+def test_bad_latent_edit_input_is_one_readable_line(app, via, source, settings, message):
+    chair = str(ASSETS / "rough_chair.glb")
+    with pytest.raises(SharpItError, match=message):
+        app.edit(chair, "an armchair", 0, "auto", settings, via, source, session="bad-latent")
+    with pytest.raises(webapp.gr.Error) as caught:
+        list(app._ui_stream(app.edit_stream, chair, "an armchair", 0, "auto", settings, via, source,
+                            session="bad-latent"))
+    assert "\n" not in caught.value.message and "Traceback" not in caught.value.message
+
+
+def test_the_route_help_says_what_auto_means_for_the_loaded_models(pipe, tmp_path):
+    from sharpit import SharpIt3DPipeline
+
+    with_encoder = webapp.SharpItApp(pipe, root=tmp_path / "a")
+    assert with_encoder._route_info().endswith("auto: latent for these models")
+    without = webapp.SharpItApp(SharpIt3DPipeline(**{**pipe.components, "shap_e_encoder": None}), root=tmp_path / "b")
+    assert "auto: render for these models (no Shap-E encoder loaded: start the app with --encoder DIR" in \
+        without._route_info()
+    with pytest.raises(SharpItError, match="this app was started without: restart it with --encoder DIR"):
+        without.edit(str(ASSETS / "ball.ply"), "a stone ball", 0, "auto", {}, "latent")
+    with pytest.raises(SharpItError, match="which the render route skips"):   # auto is render here
+        without.edit(str(ASSETS / "ball.ply"), "a stone ball", 0, "auto", {}, "auto", "a ball")
+    with_encoder.close()
+    without.close()
 
 
 # -- cancelling --------------------------------------------------------------------------------

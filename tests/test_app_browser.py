@@ -140,6 +140,15 @@ def test_prompt_to_orbitable_glb_and_a_readable_error(server, tmp_path, gltf_val
             assert "could not be read" in toast.inner_text()
             assert "Traceback" not in page.content() and str(server["tmp"]) not in toast.inner_text()
 
+            # The latent-edit inputs reach the handler: a source prompt on the render route is refused.
+            page.locator("#edit-via").get_by_text("render", exact=True).click()
+            page.locator("#edit-source-prompt textarea").fill("a chair")
+            page.wait_for_timeout(500)
+            page.locator("#edit-button").click()
+            page.locator(".toast-body").filter(has_text="which the render route skips").wait_for(timeout=TIMEOUT_MS)
+            page.locator("#edit-via").get_by_text("auto", exact=True).click()
+            page.locator("#edit-source-prompt textarea").fill("")
+
             # The app still serves: one click on a bundled example runs an edit.
             page.get_by_text("a golden ornate chair").click()
             _wait_status(page, "own frame and size")
