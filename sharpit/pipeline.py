@@ -228,6 +228,11 @@ class SharpIt3DPipeline(DiffusionPipeline):
             CheckpointError: a folder with a missing or broken component.
         """
         name = os.fspath(pretrained_model_name_or_path)
+        # model_index.json names these modules for the reconstructor and the encoder; diffusers
+        # (0.42+) loads classes only from modules the process has imported itself
+        import sharpit.coarse.encoder  # noqa: F401
+        import sharpit.reconstruct.model  # noqa: F401
+
         for key in ("torch_dtype", "dtype"):
             if isinstance(kwargs.get(key), torch.dtype):   # load the float32-only parts in float32 (unrounded)
                 kwargs[key] = {"default": kwargs[key], **{part: torch.float32 for part in FLOAT32_COMPONENTS}}

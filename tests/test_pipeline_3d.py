@@ -64,6 +64,20 @@ def test_save_pretrained_writes_one_diffusers_folder(saved):
     assert list((saved / "reconstructor").glob("*.safetensors"))
 
 
+def test_a_new_process_loads_the_saved_folder(saved):
+    """diffusers imports only its own libraries: sharpit's component modules named in
+    model_index.json must be imported by from_pretrained itself, not by whatever ran before."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sharpit import SharpIt3DPipeline; pipe = SharpIt3DPipeline.from_pretrained(sys.argv[1]); "
+            "print(type(pipe.reconstructor).__name__, type(pipe.shap_e_encoder).__name__)")
+    proc = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["InstantMeshReconstructor", "ShapEEncoder"]
+
+
 def test_reload_gives_identical_outputs_for_a_seed(saved, result):
     reloaded = _quiet(SharpIt3DPipeline.from_pretrained(saved))
     assert reloaded.config.generation_defaults == TINY_OPTIONS.to_dict()
