@@ -104,6 +104,29 @@ def _new_temp(directory: Path, prefix: str, suffix: str, folder: bool) -> Path:
     raise FileExistsError(errno.EEXIST, f"no unused temporary name in {directory} after {_TEMP_ATTEMPTS} tries")
 
 
+def _restore_mode(path: Path, mode: int) -> None:
+    """Give ``path`` back the permission bits ``mode`` (keeping any execute bits it has)."""
+    current = stat.S_IMODE(path.stat().st_mode)
+    wanted = mode | (current & 0o111)
+    if current != wanted:
+        os.chmod(path, wanted)
+
+
+def _plain_file_modes(folder: Path) -> None:
+    """Every regular file under ``folder`` with at least a plain ``open``'s permissions (those of a
+    probe file made there); writers that narrow theirs (safetensors >= 0.8: 0600) are undone."""
+    probe = _new_temp(folder, ".mode-probe.", "", folder=False)
+    plain = stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    for root, _, names in os.walk(folder):
+        for name in names:
+            file = Path(root) / name
+            if file.is_file() and not file.is_symlink():
+                current = stat.S_IMODE(file.stat().st_mode)
+                if current & plain != plain:
+                    os.chmod(file, current | plain)
+
+
 def _fsync_file(path: Path) -> None:
     """Flush a written file's data and metadata to the storage device (POSIX only)."""
     if not _FSYNC:
@@ -147,8 +170,10 @@ def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success it is renamed onto ``path``.
 
     The temporary already exists (empty, with ordinary permissions; see the module docstring) and
-    keeps ``path``'s suffix so writers that dispatch on the extension work. On success it is
-    fsync-ed, renamed onto ``path`` and the folder is fsync-ed. On an exception the temporary is
+    keeps ``path``'s suffix so writers that dispatch on the extension work. On success it gets
+    those permissions back if the writer replaced the file with a narrower one (safetensors >= 0.8
+    creates its files 0600, which would keep results from the other users of a shared folder), it
+    is fsync-ed, renamed onto ``path`` and the folder is fsync-ed. On an exception the temporary is
     removed and ``path`` is untouched.
 
     Raises:
@@ -156,8 +181,10 @@ def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     """
     path = _claim(path, overwrite)
     tmp_path = _new_temp(path.parent, f".{path.stem}.", f".tmp{path.suffix}", folder=False)
+    plain = stat.S_IMODE(tmp_path.stat().st_mode)
     try:
         yield tmp_path
+        _restore_mode(tmp_path, plain)
         _fsync_file(tmp_path)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
@@ -178,7 +205,8 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``path``; on success it replaces ``path``.
 
     The temporary folder has the permissions of a plain ``os.mkdir`` (see the module docstring).
-    On success every file and folder in it is fsync-ed, it is renamed onto ``path`` and the parent
+    On success the files in it get a plain ``open``'s permissions where a writer made them
+    narrower (see :func:`atomic_path`), every file and folder in it is fsync-ed, it is renamed onto ``path`` and the parent
     folder is fsync-ed. An existing ``path`` is only replaced when ``overwrite`` is True (the old
     folder is removed after the new one is in place). On an exception the temporary folder is
     deleted.
@@ -190,6 +218,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     tmp = _new_temp(path.parent, f".{path.name}.", ".partial", folder=True)
     try:
         yield tmp
+        _plain_file_modes(tmp)
         _fsync_tree(tmp)
         if path.exists():
             # A private (0700) holding folder for the old copy; it is deleted below.

@@ -157,6 +157,8 @@ def test_atomic_outputs_get_the_permissions_of_plain_open_and_mkdir(tmp_path):
     modes = _run_python(f"""
         import json, os, stat
         from pathlib import Path
+        import torch
+        from safetensors.torch import save_file
         from sharpit.atomic import atomic_dir, atomic_path, write_bytes_atomic
         root, res = Path({str(tmp_path)!r}), {{}}
         mode = lambda p: stat.S_IMODE(os.lstat(p).st_mode)
@@ -175,14 +177,20 @@ def test_atomic_outputs_get_the_permissions_of_plain_open_and_mkdir(tmp_path):
                 (tmp / "inner.txt").write_text("x")
             with atomic_dir(d / "folder", overwrite=True) as tmp:
                 (tmp / "inner.txt").write_text("y")
+                (tmp / "sub").mkdir()
+                save_file({{"x": torch.zeros(2)}}, str(tmp / "sub" / "w.safetensors"))   # safetensors >= 0.8: 0600
+            with atomic_path(d / "latent.safetensors") as tmp:
+                save_file({{"x": torch.zeros(2)}}, str(tmp))
             res[oct(mask)] = {{name: mode(d / name) for name in
-                              ("plain.txt", "plain_dir", "bytes.bin", "opened.txt", "folder", "folder/inner.txt")}}
+                              ("plain.txt", "plain_dir", "bytes.bin", "opened.txt", "folder", "folder/inner.txt",
+                               "folder/sub/w.safetensors", "latent.safetensors")}}
         print(json.dumps(res))
     """)
     for mask, expect_file, expect_dir in (("0o22", 0o644, 0o755), ("0o77", 0o600, 0o700), ("0o2", 0o664, 0o775)):
         got = modes[mask]
         assert (got["plain.txt"], got["plain_dir"]) == (expect_file, expect_dir)
         assert got["bytes.bin"] == got["opened.txt"] == got["folder/inner.txt"] == got["plain.txt"], got
+        assert got["folder/sub/w.safetensors"] == got["latent.safetensors"] == got["plain.txt"], got
         assert got["folder"] == got["plain_dir"], got
 
 
