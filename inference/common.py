@@ -218,7 +218,7 @@ def _check_local_model(key: str, path: Path, marker: str) -> None:
         raise InputError(f"{flag} {path} is a file; pass the model's folder (it holds {marker})")
     if not (path / marker).is_file():
         raise InputError(f"{flag} {path}: not a model folder (no {marker}); pass the folder you downloaded, e.g. "
-                         "with `huggingface-cli download <id> --local-dir DIR`")
+                         "with `hf download <id> --local-dir DIR`")
 
 
 def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:

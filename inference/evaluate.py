@@ -124,6 +124,7 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     from sharpit.evaluation.methods import SDEDIT_STRENGTH, parse_methods
     from sharpit.evaluation.records import check_config
     from sharpit.coarse import find_latents
+    from sharpit.evaluation.fid import require_torch_fidelity
     from sharpit.evaluation.run import parse_metrics
     from training.prepare_pairs import read_captions
 
@@ -176,6 +177,8 @@ def _check(args: argparse.Namespace) -> Dict[str, Any]:
     check_device_available(device)
     check_output_dir(out, "--out")
     check_weights(args, need_coarse=True)
+    if "fid" in metrics:   # also with --tiny (its Inception is torch-fidelity's class)
+        require_torch_fidelity()
     if not args.tiny:
         _check_extractors(args, metrics)
     config = {

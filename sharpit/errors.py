@@ -86,7 +86,7 @@ class WeightsNotFoundError(SharpItError, OSError):
         msg = (
             f"could not load weights '{name}': not in the local Hugging Face cache and the hub "
             f"is unreachable (or HF_HUB_OFFLINE=1). Download them on a machine with internet "
-            f"(`huggingface-cli download {name} --local-dir DIR`) and pass the local DIR instead"
+            f"(`hf download {name} --local-dir DIR`) and pass the local DIR instead"
             f" of the hub id."
         )
         if hint:

@@ -74,6 +74,7 @@ def test_two_processes_split_the_assets_log_the_broken_one_and_resume(tiny, torc
     assert "FAILED wreck: CorruptFileError" in log and not re.search(r'File "[^"]*/(sharpit|inference)/', log)
     # the report: the paper's numbers beside ours, plots, an offline gallery with relative links
     table = (out / "table.md").read_text()
+    assert "A `--tiny` run: random tiny models" in table
     assert "| Sharp-It | 6.60 |" in table and re.search(r"\| Shap-E \(coarse\) \| - \| \d+\.\d\d \|", table), table
     for name in ("distributions.png", "time_vs_quality.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -213,6 +214,23 @@ def test_missing_extractor_weights_exit_3_naming_the_flags(tiny, tmp_path, monke
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0] and "no such" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_fid_without_torch_fidelity_is_one_line_before_anything_loads(tiny, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from inference.evaluate import main
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch_fidelity" else find_spec(name, *a))
+    monkeypatch.setenv("SHARPIT_CACHE", str(tiny["cache"]))
+    assert main(_args(tiny, tmp_path / "run", metrics="fid,psnr")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install --no-deps 'torch-fidelity>=0.3'" in err[0], err
+    assert not (tmp_path / "run").exists()
+    assert main(_args(tiny, tmp_path / "run", metrics="psnr")) == 4   # without fid it runs (the wreck fails)
+    assert (tmp_path / "run" / "results.jsonl").is_file()
 
 
 class _OneFailsOneWorks:

@@ -107,6 +107,7 @@ def test_main_table_is_over_the_assets_every_method_finished_and_a_second_over_a
     _two_methods(tmp_path)
     summary = write_report(tmp_path)
     table = (tmp_path / "table.md").read_text()
+    assert "--tiny" not in table   # no config.json here: not a tiny run
     assert summary["shap_e"]["n"] == summary["sharpit"]["n"] == 2
     assert "over the 2 asset(s) that every method finished (assets finished per method: shap_e: 3, sharpit: 2)" in table
     common = {m: _fid_of(tmp_path, m, ["cube", "mug"]) for m in ("shap_e", "sharpit")}

@@ -4,5 +4,6 @@ objects, the methods compared, and the run/report machinery behind ``sharpit-eva
 Modules: :mod:`.images` (8-bit views), :mod:`.fid`, :mod:`.similarity` (CLIP, DINO),
 :mod:`.pixels` (PSNR, SSIM), :mod:`.lpips` (LPIPS without torchvision), :mod:`.geometry` (Chamfer,
 F-score), :mod:`.methods`, :mod:`.run`, :mod:`.records` (run folder files), :mod:`.report` (table, plots, gallery). Heavy dependencies
-(torch-fidelity, matplotlib: ``pip install 'sharpit[eval]'``) are imported where used.
+(matplotlib: ``pip install 'sharpit[eval]'``; torch-fidelity: ``pip install --no-deps torch-fidelity``,
+see :func:`.fid.require_torch_fidelity`) are imported where used.
 """

@@ -75,18 +75,30 @@ FID_FEATURE = "2048"
 _MODULE = "torch_fidelity.feature_extractor_inceptionv3"
 
 
+def require_torch_fidelity():
+    """torch-fidelity's package spec, found without importing it (a check before any model loads).
+
+    Raises:
+        ConfigError: torch-fidelity is not installed; says how to install it without torchvision.
+    """
+    spec = importlib.util.find_spec("torch_fidelity")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("FID needs torch-fidelity: pip install --no-deps 'torch-fidelity>=0.3' (--no-deps: its "
+                          "torchvision requirement is not used and its wheels would replace a CPU torch; "
+                          "scripts/setup.sh installs it so), or leave fid out with --metrics")
+    return spec
+
+
 def inception_class():
     """torch-fidelity's ``FeatureExtractorInceptionV3`` class (see the module docstring for how it
     is imported without torchvision).
 
     Raises:
-        ConfigError: torch-fidelity is not installed (``pip install 'sharpit[eval]'``).
+        ConfigError: torch-fidelity is not installed (:func:`require_torch_fidelity`).
     """
     if _MODULE in sys.modules:
         return sys.modules[_MODULE].FeatureExtractorInceptionV3
-    spec = importlib.util.find_spec("torch_fidelity")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("FID needs torch-fidelity; install the evaluation extra: pip install 'sharpit[eval]'")
+    spec = require_torch_fidelity()
     placed = "torch_fidelity" not in sys.modules
     if placed:  # the package without its __init__: only the submodules imported below run
         package = types.ModuleType("torch_fidelity")

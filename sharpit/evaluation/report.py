@@ -23,6 +23,7 @@ line of a pair wins).
 from __future__ import annotations
 
 import html
+import json
 import io
 import math
 import urllib.parse
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ..atomic import write_bytes_atomic
-from .records import FAILURES_FILE, RESULTS_FILE, read_jsonl
+from .records import CONFIG_FILE, FAILURES_FILE, RESULTS_FILE, read_jsonl
 
 __all__ = ["PAPER_TABLE", "PAPER_NAMES", "FID_MIN_VIEWS", "finished_records", "common_assets", "summarize", "unresolved_failures", "write_table", "write_plots",
            "write_gallery", "write_report"]
@@ -172,6 +173,14 @@ def _fid_notes(summary: Dict[str, Dict[str, Any]], where: str) -> List[str]:
     return ["", *lines] if lines else []
 
 
+def _is_tiny_run(out: Path) -> bool:
+    """Whether the run folder's ``config.json`` says ``--tiny`` (random tiny models)."""
+    try:
+        return bool(json.loads((Path(out) / CONFIG_FILE).read_text()).get("tiny"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write_table(out: Path, summary: Dict[str, Dict[str, Any]],
                 finished: Optional[Dict[str, Dict[str, Any]]] = None) -> str:
     """``table.md``; returns the text.
@@ -184,8 +193,11 @@ def write_table(out: Path, summary: Dict[str, Dict[str, Any]],
     """
     n_common = max((int(s["n"]) for s in summary.values()), default=0)
     counts = ", ".join(f"{m}: {int(s['n'])}" for m, s in (finished or summary).items())
-    lines = ["# Evaluation", "",
-             f"Paper: Sharp-It (arXiv 2412.02631), 6k held-out Objaverse objects x 6 views. Ours: this run, over the "
+    lines = ["# Evaluation", ""]
+    if _is_tiny_run(out):
+        lines += ["**A `--tiny` run: random tiny models, so the numbers below measure nothing (a smoke test of "
+                  "the harness).**", ""]
+    lines += [f"Paper: Sharp-It (arXiv 2412.02631), 6k held-out Objaverse objects x 6 views. Ours: this run, over the "
              f"{n_common} asset(s) that every method finished (assets finished per method: {counts}), so every row "
              "is measured on the same objects; FID per method is over all views of those assets against their "
              "ground-truth views.", "",

@@ -42,7 +42,7 @@ def read_state_dict(path: "os.PathLike[str] | str") -> Dict[str, torch.Tensor]:
     try:
         obj = load_checkpoint(path)
     except CorruptFileError as exc:
-        raise CorruptFileError(path, f"{exc.problem} (`huggingface-cli download {HUB_REPO} <file>` "
+        raise CorruptFileError(path, f"{exc.problem} (`hf download {HUB_REPO} <file>` "
                                      "fetches the released files)") from exc
     container = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(container, Mapping):
