@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, Union
 
 from .errors import AssetNotFoundError
+from .warn import warn
 
 __all__ = ["MESH_READ_FORMATS", "MESH_WRITE_FORMATS", "LATENT_SUFFIXES", "find_latents"]
 
@@ -30,7 +31,6 @@ def find_latents(root: Union[str, "os.PathLike[str]"]) -> Dict[str, Path]:
     Raises:
         AssetNotFoundError: ``root`` does not exist, or is a file (the message says which).
     """
-    import warnings
 
     root = Path(root)
     if not root.is_dir():
@@ -40,7 +40,7 @@ def find_latents(root: Union[str, "os.PathLike[str]"]) -> Dict[str, Path]:
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in LATENT_SUFFIXES and path.is_file():
             if path.stem in found:
-                warnings.warn(f"two latent files for object {path.stem!r}: {found[path.stem]} and {path}; using "
-                              f"{path.name}", stacklevel=2)
+                warn(f"two latent files for object {path.stem!r}: {found[path.stem]} and {path}; using "
+                              f"{path.name}")
             found[path.stem] = path
     return found

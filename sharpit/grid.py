@@ -17,7 +17,6 @@ Which tensors are grids and which are views (:func:`as_views_tensor`, :func:`as_
 
 from __future__ import annotations
 
-import warnings
 from typing import List, Sequence, Union
 
 import numpy as np
@@ -27,6 +26,7 @@ from PIL import Image
 
 from .cameras import VIEW_SIZE
 from .errors import InputError
+from .warn import warn
 
 __all__ = [
     "GRID_ROWS",
@@ -204,7 +204,7 @@ def as_grid_tensor(grid: ImageLike, background: float = 1.0, size: int = VIEW_SI
         raise InputError(
             f"a grid must be 3 views high and 2 wide (height:width = 3:2, e.g. 960x640); got {h}x{w}{hint}")
     if (h, w) != (GRID_ROWS * size, GRID_COLS * size):
-        warnings.warn(f"resizing grid from {h}x{w} to {GRID_ROWS * size}x{GRID_COLS * size}", stacklevel=2)
+        warn(f"resizing grid from {h}x{w} to {GRID_ROWS * size}x{GRID_COLS * size}")
         t = F.interpolate(t, size=(GRID_ROWS * size, GRID_COLS * size), mode="bilinear",
                           align_corners=False, antialias=True).clamp(0, 1)
     return t
@@ -254,7 +254,7 @@ def as_views_tensor(views: Union[ImageLike, List[ImageLike]], background: float 
         if h != w:
             raise InputError(f"views must be square, got {h}x{w}; expected {_ACCEPTED_SHAPES}")
         if h != size:
-            warnings.warn(f"resizing views from {h}x{w} to {size}x{size}", stacklevel=2)
+            warn(f"resizing views from {h}x{w} to {size}x{size}")
             flat = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False,
                                  antialias=True).clamp(0, 1)
         return flat.reshape(b, NUM_VIEWS, 3, size, size)

@@ -65,7 +65,6 @@ import os
 import re
 import struct
 import traceback
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -82,6 +81,7 @@ from .formats import MESH_READ_FORMATS, MESH_WRITE_FORMATS
 from .errors import (AssetNotFoundError, CorruptFileError, InputError, MeshError, OutputExistsError,
                      OutputNotWritableError, SharpItError, UnsupportedFormatError)
 from .mesh import Mesh
+from .warn import warn
 
 __all__ = ["load_mesh", "save_mesh", "READ_FORMATS", "WRITE_FORMATS", "FRAMES", "UP_AXES"]
 
@@ -185,8 +185,8 @@ def _part_from_trimesh(geom, transform: np.ndarray, gltf: bool) -> _Part:
         color_0 = None if color_0 is None else np.asarray(color_0, dtype=np.float64)[:, :3]
         if image is not None and uv is not None and len(uv) == len(vertices):
             if color_0 is not None and not np.allclose(color_0, 1.0, atol=0.5 / 255):
-                warnings.warn("glTF vertex colours (COLOR_0) that tint a base-colour texture are dropped: a "
-                              "sharpit Mesh holds a texture or vertex colours", stacklevel=3)
+                warn("glTF vertex colours (COLOR_0) that tint a base-colour texture are dropped: a "
+                              "sharpit Mesh holds a texture or vertex colours")
             texture = _rgb01(image)
             if rgb is not None and not np.all(rgb == 1.0):
                 texture = linear_to_srgb(srgb_to_linear(texture) * rgb) if gltf else texture * rgb
@@ -219,8 +219,7 @@ def _atlas(parts: List[_Part]) -> _Part:
             images.append(p.texture)
         else:
             if p.colors is not None and np.ptp(p.colors, axis=0).max() > 1.0 / 255.0:
-                warnings.warn("a vertex-coloured part of a textured scene is reduced to its mean colour",
-                              stacklevel=3)
+                warn("a vertex-coloured part of a textured scene is reduced to its mean colour")
             colour = p.colors.mean(0) if p.colors is not None else np.full(3, NEUTRAL_GREY, np.float32)
             images.append(np.broadcast_to(colour.astype(np.float32), (_PATCH, _PATCH, 3)))
     height = max(im.shape[0] for im in images)
@@ -864,7 +863,7 @@ def _load(path: Path, y_up: bool) -> Mesh:
         raise MeshError("mesh is empty: the file has 0 bytes", path)
     scene, doc = _read_scene(path)
     for note in doc.notes if doc is not None else ():
-        warnings.warn(note, stacklevel=3)
+        warn(note)
     gltf = path.suffix.lower() in _GLTF_EXTS
     parts = []
     for node in scene.graph.nodes_geometry:

@@ -50,6 +50,7 @@ from .mesh import Mesh, Similarity, normalize_mesh
 from .options import LATENT_EDIT_OPTIONS, TINY_OPTIONS, GenerationOptions
 from .result import SharpIt3DPipelineOutput
 from .sources import DEFAULT_MODELS, SHAP_E_HUB_ID, load_errors
+from .warn import warn
 
 __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
 
@@ -315,8 +316,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
                    generation_defaults=None if generation_defaults is None else generation_defaults.to_dict(),
                    model_sources=sources, **coarse)
         if device.type == "cpu":
-            warnings.warn("sharpit is running on the CPU: expect minutes per asset with the full models (a CUDA "
-                          "GPU takes seconds)", stacklevel=2)
+            warn("sharpit is running on the CPU: expect minutes per asset with the full models (a CUDA "
+                          "GPU takes seconds)")
         return pipe.to(device)
 
     @classmethod

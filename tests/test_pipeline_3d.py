@@ -217,11 +217,13 @@ def test_old_refiner_name_is_a_deprecated_alias():
     import sharpit
     from sharpit.refine import SharpItRefinePipeline
 
-    with pytest.warns(FutureWarning, match="renamed SharpItRefinePipeline"):
+    with pytest.warns(FutureWarning, match="renamed SharpItRefinePipeline") as caught:
         from sharpit.refine import SharpItPipeline
     assert SharpItPipeline is SharpItRefinePipeline
-    with pytest.warns(FutureWarning):
+    with pytest.warns(FutureWarning) as caught_too:
         assert sharpit.SharpItPipeline is SharpItRefinePipeline
+    # attributed to the line that used the old name (sharpit.warn.warn), not to a line of sharpit
+    assert {w.filename for w in caught.list + caught_too.list} == {__file__}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sharpit.SharpItRefinePipeline is SharpItRefinePipeline

@@ -8,7 +8,6 @@ default cameras at InstantMesh's radius 4.0.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from typing import Optional, Union
 
@@ -17,6 +16,7 @@ import torch
 from ..cameras import CameraBatch, zero123plus_cameras
 from ..errors import InputError
 from ..grid import NUM_VIEWS, as_views_tensor
+from ..warn import warn
 from .config import TRIPLANE_TO_SHARPIT_SCALE
 
 __all__ = ["prepare_views", "cameras_to_triplane_frame", "camera_vectors", "WHITE_BORDER_THRESHOLD"]
@@ -38,10 +38,10 @@ def prepare_views(views) -> torch.Tensor:
                         v[..., :, :_BORDER].flatten(-2), v[..., :, -_BORDER:].flatten(-2)], dim=-1)
     level = float(border.mean())
     if level < WHITE_BORDER_THRESHOLD:
-        warnings.warn(
+        warn(
             f"the views' border pixels average {level:.2f}: the background does not look white. "
             f"The reconstructor was trained on white backgrounds (1.0); composite RGBA views on white "
-            f"(sharpit.grid.composite_rgba) or the mesh may get floaters and a dark shell.", stacklevel=2)
+            f"(sharpit.grid.composite_rgba) or the mesh may get floaters and a dark shell.")
     return v
 
 

@@ -15,11 +15,11 @@ time, so the base repository's custom pipeline class is never imported:
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Optional
 
 from ..errors import CheckpointError
 from ..sources import SHARP_IT_UNET_ID, ZERO123PLUS_ID, load_errors
+from ..warn import warn
 
 __all__ = ["ZERO123PLUS_ID", "SHARP_IT_UNET_ID", "SharpItLoadingMixin"]
 
@@ -48,9 +48,9 @@ class SharpItLoadingMixin:
         missing = [k for k in MIGRATED_SETTINGS if k not in saved and k not in kwargs]
         if missing:
             settings = ", ".join(f"{k}={pipe.config[k]!r}" for k in missing)
-            warnings.warn(f"{name} was saved without the setting(s) {', '.join(missing)}; using the defaults for its "
+            warn(f"{name} was saved without the setting(s) {', '.join(missing)}; using the defaults for its "
                           f"{pipe.conditioning_mode} UNet: {settings}. Pass them to from_pretrained to choose, and "
-                          "save the pipeline again to record them.", UserWarning, stacklevel=2)
+                          "save the pipeline again to record them.", UserWarning)
         return pipe
 
     @classmethod

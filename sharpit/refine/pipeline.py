@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -18,6 +17,7 @@ from PIL import Image
 
 from ..errors import ConfigError, InputError
 from ..grid import GRID_COLS, GRID_HEIGHT, GRID_ROWS, GRID_WIDTH, as_grid_tensor, grid_to_views, tensor_to_pil
+from ..warn import warn
 from .conditioning import (NULL_PROMPT, check_condition_latent_space, check_null_condition, decode_latents,
                            encode_posterior, encode_prompt, encode_target_latents, null_condition_latents,
                            null_condition_posterior, sample_condition_latents, vae_posterior)
@@ -38,9 +38,8 @@ def __getattr__(name: str):
     (renamed so that the refiner is not confused with :class:`~sharpit.pipeline.SharpIt3DPipeline`)."""
     if name in DEPRECATED_NAMES:
         new = DEPRECATED_NAMES[name]
-        warnings.warn(f"sharpit: {name} was renamed {new} (the multi-view refiner; the whole text-to-mesh chain is "
-                      f"SharpIt3DPipeline); the old name will be removed in the next release", FutureWarning,
-                      stacklevel=2)
+        warn(f"sharpit: {name} was renamed {new} (the multi-view refiner; the whole text-to-mesh chain is "
+                      f"SharpIt3DPipeline); the old name will be removed in the next release", FutureWarning)
         return globals()[new]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -542,8 +541,7 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
             return latents, grid_to_views(latents)
         grids = decode_latents(self.vae, latents, self._execution_device)
         if not bool(torch.isfinite(grids).all()):
-            warnings.warn("the decoded grid contains NaN/inf values (fp16 overflow?); try bfloat16 or float32",
-                          stacklevel=3)
+            warn("the decoded grid contains NaN/inf values (fp16 overflow?); try bfloat16 or float32")
         views = grid_to_views(grids)
         if output_type == "pt":
             return grids, views
