@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from inference.common import ENCODER_HELP, add_model_args
+from inference.common import ENCODER_HELP, add_model_args, prog
 from sharpit.errors import CorruptFileError, InputError, SharpItError, UnsupportedFormatError
 from sharpit.formats import LATENT_SUFFIXES, MESH_READ_FORMATS
 
@@ -937,7 +937,7 @@ def _flag_bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m inference.app", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("app"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true",
                         help="random tiny models, offline, in seconds: a smoke test of the whole app")

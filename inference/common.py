@@ -31,7 +31,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="random tiny models, offline, in seconds: a smoke test of the whole chain")
     parser.add_argument("--textured", action="store_true", help="bake a UV texture map into the GLB")
-    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--negative-prompt", default=None, help="the refiner's negative prompt")
     parser.add_argument("--refine-steps", type=int, default=None, help="refiner steps (75)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="refiner CFG scale (4)")
     parser.add_argument("--strength", type=float, default=None, help="SDEdit strength in (0, 1] (1)")
@@ -59,6 +59,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
 
 
+def prog(module: str) -> str:
+    """The command's name for its usage line: the console script (``sharpit-generate``) when run
+    as one, else ``python -m inference.<module>``."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if script.startswith("sharpit-") else f"python -m inference.{module}"
+
+
 #: Help of ``--encoder`` (edit and the web app: Shap-E's encoder for the latent route of edits).
 ENCODER_HELP = ("Shap-E's encoder: a folder with transmitter.pt + transmitter_config.yaml (released by OpenAI "
                 "outside the hub), a ShapEEncoder.save_pretrained folder, or a hub id")
@@ -71,15 +78,19 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("models (hub ids or local paths)")
     models.add_argument("--pipeline", default=None,
                         help="a saved SharpIt3DPipeline folder or hub id (replaces the model flags below)")
-    models.add_argument("--shap-e", default=DEFAULT_MODELS["shap_e"])
-    models.add_argument("--zero123plus", default=DEFAULT_MODELS["zero123plus"])
-    models.add_argument("--sharpit-unet", default=DEFAULT_MODELS["sharpit_unet"])
+    models.add_argument("--shap-e", default=DEFAULT_MODELS["shap_e"], help="Shap-E (diffusers layout) (%(default)s)")
+    models.add_argument("--zero123plus", default=DEFAULT_MODELS["zero123plus"],
+                        help="the Zero123++ v1.2 pipeline the refiner is built on (%(default)s)")
+    models.add_argument("--sharpit-unet", default=DEFAULT_MODELS["sharpit_unet"],
+                        help="Sharp-It's multi-view UNet (%(default)s)")
     models.add_argument("--refiner", default=None, help="a saved SharpItRefinePipeline folder (replaces the two above)")
-    models.add_argument("--instantmesh", default=DEFAULT_MODELS["instantmesh"])
+    models.add_argument("--instantmesh", default=DEFAULT_MODELS["instantmesh"],
+                        help="the InstantMesh reconstructor: a hub id or a folder with its checkpoint (%(default)s)")
     models.add_argument("--instantmesh-variant", default=DEFAULT_MODELS["instantmesh_variant"],
-                        choices=["base", "large"])
+                        choices=["base", "large"], help="which InstantMesh NeRF checkpoint (%(default)s)")
     device = parser.add_argument_group("device")
-    device.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    device.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto",
+                        help="weights' precision (auto: fp16 on a GPU, fp32 on the CPU)")
     device.add_argument("--offload", action="store_true",
                         help="keep one model on the GPU at a time (diffusers' enable_model_cpu_offload)")
 

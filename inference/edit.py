@@ -24,7 +24,7 @@ from typing import List, Optional
 
 from inference.common import (ENCODER_HELP, add_common_args, check_done_items, check_output, check_weights,
                               collect_prompts, expected_parameters, generation_overrides, main_guard,
-                              optimize_state_path, plan_items, run_items, saved_components)
+                              optimize_state_path, plan_items, prog, run_items, saved_components)
 from sharpit.coarse.edit_defaults import EDIT_ROUTES, edit_route
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
 
@@ -34,7 +34,7 @@ LATENT_EDIT_FLAGS = ("--latent-strength", "--inversion-steps", "--latent-guidanc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m inference.edit", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("edit"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asset", required=True, help="mesh file or saved Shap-E latent")
     parser.add_argument("--up-axis", choices=["auto", "y", "z"], default="auto",

@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import main_guard
+from inference.common import main_guard, prog
 from sharpit.errors import (AssetNotFoundError, InputError, OutputNotWritableError, UnsupportedFormatError,
                             WeightsNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m inference.encode", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("encode"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asset", required=True, help="mesh file (GLB/glTF/OBJ/PLY/STL/OFF)")
     parser.add_argument("--out", required=True, help="latent file to write (.safetensors)")

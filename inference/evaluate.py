@@ -1,4 +1,4 @@
-"""Evaluate refinement methods against ground-truth objects (issue 12): the paper's table and more.
+"""Evaluate refinement methods against ground-truth objects: the paper's table and more.
 
 Usage (from the repository root, or ``sharpit-evaluate``)::
 
@@ -40,14 +40,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from inference.common import add_model_args, check_weights, main_guard
+from inference.common import add_model_args, check_weights, main_guard, prog
 from sharpit.errors import EXIT_ITEMS_FAILED, AssetNotFoundError, InputError, WeightsNotFoundError
 
 _ASSET_SUFFIXES = (".glb", ".gltf", ".obj")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sharpit-evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog("evaluate"), description=__doc__.split("\n\n")[0])
     parser.add_argument("--assets", default=None, help="folder of ground-truth meshes, or a text file of mesh paths")
     parser.add_argument("--latents", default=None, help="folder of Shap-E latents, <id>.pt or <id>.safetensors")
     parser.add_argument("--captions", default=None, help="CSV of id,caption rows")

@@ -14,12 +14,12 @@ from typing import List, Optional
 
 from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
                               expected_parameters, generation_overrides, main_guard, optimize_state_path, plan_items,
-                              run_items)
+                              prog, run_items)
 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m inference.generate", description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog("generate"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="what to make")
