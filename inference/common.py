@@ -232,6 +232,23 @@ def _check_local_model(key: str, path: Path, marker: str) -> None:
                          "with `hf download <id> --local-dir DIR`")
 
 
+def check_model_flags(args: argparse.Namespace) -> None:
+    """Model flags that cannot go together (no import, no file access: run it right after parsing).
+
+    Raises:
+        InputError: ``--tiny`` with a model flag, or ``--pipeline`` with ``--encoder``.
+    """
+    encoder = getattr(args, "encoder", None)
+    if args.tiny:
+        given = [flag for flag, value in (("--pipeline", args.pipeline), ("--refiner", args.refiner),
+                                          ("--encoder", encoder)) if value]
+        if given:
+            raise InputError(f"--tiny uses random tiny models and cannot be combined with {given[0]}; drop one of them")
+    elif encoder is not None and args.pipeline is not None:
+        raise InputError("--pipeline loads a saved pipeline as it is and cannot be combined with --encoder; save "
+                         "the pipeline with its shap_e_encoder, or use the model flags")
+
+
 def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
     """Before loading: every model flag names an existing local path, or a hub id that is cached
     or downloadable. Offline (``HF_HUB_OFFLINE=1``, or no answer from the hub within 1.5 s) every
@@ -246,17 +263,11 @@ def check_weights(args: argparse.Namespace, need_coarse: bool) -> None:
 
     from sharpit.sources import is_hub_id
 
-    encoder = getattr(args, "encoder", None)
+    check_model_flags(args)
     if args.tiny:
-        given = [flag for flag, value in (("--pipeline", args.pipeline), ("--refiner", args.refiner),
-                                          ("--encoder", encoder)) if value]
-        if given:
-            raise InputError(f"--tiny uses random tiny models and cannot be combined with {given[0]}; drop one of them")
         return
+    encoder = getattr(args, "encoder", None)
     if encoder is not None:
-        if args.pipeline is not None:
-            raise InputError("--pipeline loads a saved pipeline as it is and cannot be combined with --encoder; save "
-                             "the pipeline with its shap_e_encoder, or use the model flags")
         from sharpit.checks import check_encoder_source
 
         check_encoder_source(encoder, "--encoder")

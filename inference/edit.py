@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (ENCODER_HELP, add_common_args, check_done_items, check_output, check_weights,
-                              collect_prompts, expected_parameters, generation_overrides, main_guard,
+from inference.common import (ENCODER_HELP, add_common_args, check_done_items, check_model_flags, check_output,
+                              check_weights, collect_prompts, expected_parameters, generation_overrides, main_guard,
                               optimize_state_path, plan_items, prog, run_items, saved_components)
 from sharpit.coarse.edit_defaults import EDIT_ROUTES, edit_route
 from sharpit.errors import AssetNotFoundError, InputError, UnsupportedFormatError
@@ -90,6 +90,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     from sharpit.formats import LATENT_SUFFIXES, MESH_READ_FORMATS as READ_FORMATS
 
     args = build_parser().parse_args(argv)
+    check_model_flags(args)   # before any import or file access
     if not args.asset.strip():
         raise InputError("--asset is empty; pass a mesh file (GLB/glTF/OBJ/PLY/STL/OFF) or a saved latent")
     asset = Path(args.asset)

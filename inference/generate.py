@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from inference.common import (add_common_args, check_done_items, check_output, check_weights, collect_prompts,
-                              expected_parameters, generation_overrides, main_guard, optimize_state_path, plan_items,
-                              prog, run_items)
+from inference.common import (add_common_args, check_done_items, check_model_flags, check_output, check_weights,
+                              collect_prompts, expected_parameters, generation_overrides, main_guard,
+                              optimize_state_path, plan_items, prog, run_items)
 
 
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    check_model_flags(args)   # before any import or file access
     overrides = generation_overrides(args, coarse_steps=args.coarse_steps,
                                      coarse_guidance_scale=args.coarse_guidance_scale)
     prompts, batch = collect_prompts(args, "a red wooden chair")

@@ -788,3 +788,22 @@ def test_bad_flag_needs_no_heavy_imports(cmd):
                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert ": error: " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout.strip() == "", f"{COMMANDS[cmd].script} imported {proc.stdout.strip()} before refusing a flag"
+
+
+@pytest.mark.parametrize("cmd, argv, message", [
+    ("generate", ["--prompt", "a chair", "--out", "o", "--tiny", "--pipeline", "p"], "cannot be combined with --pipeline"),
+    ("edit", ["--asset", "a.glb", "--prompt", "a chair", "--out", "o", "--tiny", "--encoder", "e"],
+     "cannot be combined with --encoder"),
+    ("edit", ["--asset", "a.glb", "--prompt", "a chair", "--out", "o", "--pipeline", "p", "--encoder", "e"],
+     "--pipeline loads a saved pipeline as it is and cannot be combined with --encoder"),
+])
+def test_conflicting_model_flags_need_no_heavy_imports(cmd, argv, message):
+    """Flags that cannot go together are refused right after parsing, before the asset is read
+    or torch is imported (sharpit-edit --tiny --encoder took 3 s to say so)."""
+    code = (f"import sys\nsys.argv = ['{COMMANDS[cmd].script}', *{argv!r}]\n"
+            f"import {COMMANDS[cmd].module} as m\ncode = m.main()\n"
+            f"print(code, ','.join(k for k in {HEAVY!r} if k in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "2", f"exit code and heavy imports: {proc.stdout.strip()}"
