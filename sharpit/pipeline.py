@@ -49,7 +49,7 @@ from .grid import tensor_to_pil
 from .mesh import Mesh, Similarity, normalize_mesh
 from .options import LATENT_EDIT_OPTIONS, TINY_OPTIONS, GenerationOptions
 from .result import SharpIt3DPipelineOutput
-from .sources import DEFAULT_MODELS, SHAP_E_HUB_ID, load_errors
+from .sources import DEFAULT_MODELS, SHAP_E_HUB_ID, diffusers_dtype, load_errors
 from .warn import warn
 
 __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
@@ -73,7 +73,7 @@ def _load_reconstructor(source: str, variant: str, dtype: torch.dtype):
 
     if (Path(source) / InstantMeshReconstructor.config_name).is_file():
         with load_errors(source, "reconstructor"):
-            return InstantMeshReconstructor.from_pretrained(source, torch_dtype=dtype).eval()
+            return InstantMeshReconstructor.from_pretrained(source, **diffusers_dtype(dtype)).eval()
     return InstantMeshReconstructor.from_instantmesh_checkpoint(source, variant=variant, torch_dtype=dtype)
 
 
@@ -218,7 +218,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "SharpIt3DPipeline":
         """Load a pipeline saved with :meth:`save_pretrained` (a local folder or a hub id of such a
-        folder); keywords as diffusers' ``DiffusionPipeline.from_pretrained`` (``torch_dtype``,
+        folder); keywords as diffusers' ``DiffusionPipeline.from_pretrained`` (``dtype`` or ``torch_dtype``,
         ``variant``, ``local_files_only``, ...) and setting overrides (``null_condition=...``).
 
         To assemble the pipeline from the released models instead, use :meth:`from_released`.
@@ -234,9 +234,13 @@ class SharpIt3DPipeline(DiffusionPipeline):
         import sharpit.coarse.encoder  # noqa: F401
         import sharpit.reconstruct.model  # noqa: F401
 
-        for key in ("torch_dtype", "dtype"):
-            if isinstance(kwargs.get(key), torch.dtype):   # load the float32-only parts in float32 (unrounded)
-                kwargs[key] = {"default": kwargs[key], **{part: torch.float32 for part in FLOAT32_COMPONENTS}}
+        if kwargs.get("torch_dtype") is not None and kwargs.get("dtype") is not None:
+            raise InputError("pass the dtype once: dtype= or torch_dtype=, not both")
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)   # either name, for any diffusers
+        kwargs.pop("torch_dtype", None)
+        if isinstance(dtype, torch.dtype):   # load the float32-only parts in float32 (unrounded)
+            dtype = {"default": dtype, **{part: torch.float32 for part in FLOAT32_COMPONENTS}}
+        kwargs.update(diffusers_dtype(dtype))
         with load_errors(name, "Sharp-It 3D pipeline"):
             return super().from_pretrained(name, **kwargs)
 
@@ -286,7 +290,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
             coarse = dict(prior=gen.prior, prior_text_encoder=gen.text_encoder, prior_tokenizer=gen.tokenizer,
                           prior_scheduler=gen.scheduler, shap_e_renderer=gen.renderer)
         if refiner is not None:
-            refine_pipe = SharpItRefinePipeline.from_pretrained(refiner, torch_dtype=torch_dtype)
+            refine_pipe = SharpItRefinePipeline.from_pretrained(refiner, **diffusers_dtype(torch_dtype))
         else:
             refine_pipe = SharpItRefinePipeline.from_zero123plus(base=zero123plus, unet=sharpit_unet,
                                                                  torch_dtype=torch_dtype)

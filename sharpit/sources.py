@@ -22,8 +22,8 @@ import re
 
 from .errors import AssetNotFoundError, CheckpointError, SharpItError, WeightsNotFoundError
 
-__all__ = ["is_hub_id", "load_errors", "WEIGHT_SUFFIXES", "SHAP_E_HUB_ID", "ZERO123PLUS_ID", "SHARP_IT_UNET_ID",
-           "INSTANTMESH_HUB_ID", "DEFAULT_MODELS", "TRANSMITTER_FILENAME", "TRANSMITTER_CONFIG_FILENAME",
+__all__ = ["is_hub_id", "load_errors", "diffusers_dtype", "WEIGHT_SUFFIXES", "SHAP_E_HUB_ID", "ZERO123PLUS_ID",
+           "SHARP_IT_UNET_ID", "INSTANTMESH_HUB_ID", "DEFAULT_MODELS", "TRANSMITTER_FILENAME", "TRANSMITTER_CONFIG_FILENAME",
            "TRANSMITTER_URL", "TRANSMITTER_CONFIG_URL"]
 
 #: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
@@ -95,3 +95,16 @@ def load_errors(source: "os.PathLike[str] | str", what: str):
         if isinstance(exc, ValueError) and not isinstance(exc, HFValidationError):
             raise
         raise WeightsNotFoundError(name, f"({what}; underlying error: {type(exc).__name__}: {exc})") from exc
+
+
+def diffusers_dtype(dtype) -> dict:
+    """The dtype keyword for a diffusers ``from_pretrained`` (``{}`` for None): ``dtype`` from
+    diffusers 0.40, which deprecates ``torch_dtype`` (a FutureWarning on every load), and
+    ``torch_dtype`` before it (which does not know ``dtype``)."""
+    if dtype is None:
+        return {}
+    import diffusers
+    from packaging.version import Version
+
+    key = "dtype" if Version(diffusers.__version__).release >= (0, 40) else "torch_dtype"
+    return {key: dtype}

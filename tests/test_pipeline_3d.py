@@ -98,6 +98,16 @@ def _close(a, b):
         assert diff.max() <= 2 and diff.float().mean() < 0.05, (int(diff.max()), float(diff.float().mean()))
 
 
+def test_dtype_by_either_name_without_diffusers_deprecation_warnings(saved):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)   # diffusers >= 0.40 deprecates torch_dtype
+        for key in ("dtype", "torch_dtype"):
+            pipe = SharpIt3DPipeline.from_pretrained(saved, **{key: torch.bfloat16})
+            assert pipe.unet.dtype == torch.bfloat16 and pipe.shap_e_renderer.dtype == torch.float32, key
+    with pytest.raises(InputError, match="not both"):
+        SharpIt3DPipeline.from_pretrained(saved, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
+
+
 def test_model_cpu_offload_gives_the_same_outputs(saved, result):
     """Up to rounding, not bit for bit: offloading re-allocates the weights (64-byte aligned, where
     the loaded ones are views into the safetensors buffer), and some CPUs' float32 kernels round

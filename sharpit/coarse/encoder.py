@@ -44,7 +44,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ..errors import CheckpointError, ConfigError, CorruptFileError, InputError, UnsupportedFormatError
 from ..mesh import Mesh
-from ..sources import TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, is_hub_id, load_errors
+from ..sources import TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, diffusers_dtype, is_hub_id, load_errors
 from .encoder_inputs import EncoderInputSettings, prepare_encoder_inputs
 from .encoder_model import EncoderNetwork, ShapEEncoderInputs
 
@@ -184,7 +184,7 @@ class ShapEEncoder(ModelMixin, ConfigMixin):
                 raise CheckpointError(folder, f"is not a Shap-E encoder folder: expected {TRANSMITTER_FILENAME} + "
                                               f"{TRANSMITTER_CONFIG_FILENAME} (released) or config.json + "
                                               "diffusion_pytorch_model.safetensors (ShapEEncoder.save_pretrained)")
-            model = super().from_pretrained(str(folder), torch_dtype=torch_dtype, **kwargs)
+            model = super().from_pretrained(str(folder), **diffusers_dtype(torch_dtype), **kwargs)
         return model.eval()
 
     @classmethod

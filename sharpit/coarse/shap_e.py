@@ -25,7 +25,7 @@ import torch
 from ..cameras import CameraBatch, VIEW_SIZE, zero123plus_cameras
 from ..errors import AssetNotFoundError, ConfigError, EmptySurfaceError, InputError
 from ..mesh import Mesh, Similarity
-from ..sources import SHAP_E_HUB_ID, is_hub_id, load_errors
+from ..sources import SHAP_E_HUB_ID, diffusers_dtype, is_hub_id, load_errors
 from .fields import frame_mesh, load_latent_into_mlp, stf_fields, stf_mesh
 from .inversion import (DEFAULT_EDIT_GUIDANCE, DEFAULT_EDIT_STRENGTH, DEFAULT_INVERSION_STEPS, ShapEInversion,
                         check_variance, invert_ddpm, regenerate_ddpm)
@@ -99,7 +99,7 @@ class ShapEGenerator:
             raise AssetNotFoundError(source, "no such folder; pass a folder in the openai/shap-e layout "
                                              f"or the hub id {SHAP_E_HUB_ID!r}")
         with load_errors(source, "Shap-E prior"):
-            prior = PriorTransformer.from_pretrained(source, subfolder="prior", torch_dtype=torch_dtype)
+            prior = PriorTransformer.from_pretrained(source, subfolder="prior", **diffusers_dtype(torch_dtype))
         with load_errors(source, "Shap-E text encoder"):
             text_encoder = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder",
                                                                        dtype=torch_dtype)
@@ -108,7 +108,8 @@ class ShapEGenerator:
         with load_errors(source, "Shap-E scheduler"):
             scheduler = HeunDiscreteScheduler.from_pretrained(source, subfolder="scheduler")
         with load_errors(source, "Shap-E renderer"):
-            renderer = ShapERenderer.from_pretrained(source, subfolder="shap_e_renderer", torch_dtype=torch.float32)
+            renderer = ShapERenderer.from_pretrained(source, subfolder="shap_e_renderer",
+                                                     **diffusers_dtype(torch.float32))
         gen = cls(prior, text_encoder, tokenizer, scheduler, renderer, model_id=source)
         return gen.to(device)
 

@@ -18,7 +18,7 @@ import os
 from typing import Optional
 
 from ..errors import CheckpointError
-from ..sources import SHARP_IT_UNET_ID, ZERO123PLUS_ID, load_errors
+from ..sources import SHARP_IT_UNET_ID, ZERO123PLUS_ID, diffusers_dtype, load_errors
 from ..warn import warn
 
 __all__ = ["ZERO123PLUS_ID", "SHARP_IT_UNET_ID", "SharpItLoadingMixin"]
@@ -93,7 +93,7 @@ class SharpItLoadingMixin:
         if bad:
             raise TypeError(f"unexpected keyword arguments {sorted(bad)}; allowed: {_HUB_KWARGS}")
         base = os.fspath(base)
-        dtype_kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        dtype_kw = diffusers_dtype(torch_dtype)
         hf_dtype_kw = {} if torch_dtype is None else {"dtype": torch_dtype}
         with load_errors(base, "Zero123++ VAE"):
             vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **dtype_kw, **hub_kwargs)
