@@ -85,7 +85,7 @@ FILE_MAX_AGE_S = 2 * 3600
 KEEP_RESULTS = 3
 #: Requests that may wait in the queue (more are refused with Gradio's "queue is full").
 QUEUE_SIZE = 16
-#: Largest seed (torch generators take 64-bit seeds; the pipeline adds a small stage offset).
+#: Largest seed the page takes (the pipeline mixes any seed into 64-bit stage seeds: sharpit.pipeline.stage_seed).
 MAX_SEED = 2 ** 32 - 1
 #: Every file suffix the Edit tab takes.
 UPLOAD_SUFFIXES = tuple(MESH_READ_FORMATS) + tuple(LATENT_SUFFIXES)

@@ -58,6 +58,21 @@ __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
 COARSE_COMPONENTS = ("prior", "prior_text_encoder", "prior_tokenizer", "prior_scheduler", "shap_e_renderer")
 #: Components kept in float32 whatever the pipeline's dtype (see :class:`SharpIt3DPipeline`).
 FLOAT32_COMPONENTS = ("shap_e_renderer", "shap_e_encoder")
+#: The stages of a run that draw random numbers, each from its own generator (:func:`stage_seed`).
+SEED_STAGES = ("coarse", "refine", "encode", "invert", "optimize")
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of one stage of a run with seed ``seed``: a 64-bit mix of the seed and the stage
+    (an odd-multiplier affine map, one-to-one in ``seed`` for each stage). No two stages share a
+    random stream, nor do the stages of batch items seeded ``seed + i``: the former ``seed + stage
+    number`` gave item 0's refiner the noise of item 1's Shap-E. Any integer seed >= 0 works (the
+    map wraps modulo 2^64, the range of torch's generators)."""
+    if stage not in SEED_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; one of {SEED_STAGES}")
+    return (int(seed) * 0x9E3779B97F4A7C15 + (SEED_STAGES.index(stage) + 1) * 0xBF58476D1CE4E5B9) % 2 ** 64
+
+
 #: The stock Zero123++ image-conditioning components of the refiner (optional).
 IMAGE_COMPONENTS = ("vision_encoder", "feature_extractor_clip", "feature_extractor_vae")
 
@@ -394,11 +409,11 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 torch.cuda.synchronize(device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
-    def _generator(self, seed: int, offset: int) -> torch.Generator:
-        # Each stage gets its own generator derived from the seed, so a stage's randomness does
-        # not depend on how many numbers the stages before it drew.
+    def _generator(self, seed: int, stage: str) -> torch.Generator:
+        """The generator of one stage of a run (:func:`stage_seed`): a stage's randomness does not
+        depend on how many numbers the stages before it drew."""
         device = self._execution_device
-        return torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(seed + offset)
+        return torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(stage_seed(seed, stage))
 
     @staticmethod
     def _check_prompt(prompt) -> str:
@@ -469,7 +484,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
         with torch.enable_grad():
             result = refine_texture(self.refiner, mesh, condition, prompt, options.optimize_steps,
                                     negative_prompt=options.negative_prompt, options=options.optimize,
-                                    generator=self._generator(seed, 4), state_path=state_path,
+                                    generator=self._generator(seed, "optimize"), state_path=state_path,
                                     callback_on_step_end=callback)
         return result.mesh
 
@@ -485,7 +500,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
             refiner.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
             refined = refiner(coarse_views, prompt, negative_prompt=options.negative_prompt,
                               num_inference_steps=options.refine_steps, guidance_scale=options.guidance_scale,
-                              strength=options.strength, generator=self._generator(seed, 1), output_type="pt",
+                              strength=options.strength, generator=self._generator(seed, "refine"), output_type="pt",
                               callback_on_step_end=callback_on_step_end,
                               callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs).images
         with self._stage("reconstruct", timings), warnings.catch_warnings():
@@ -564,7 +579,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
             coarse.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
             latent = coarse.sample_latents([prompt], guidance_scale=options.coarse_guidance_scale,
                                            num_inference_steps=options.coarse_steps,
-                                           generator=self._generator(seed, 0))
+                                           generator=self._generator(seed, "coarse"))
             coarse_mesh = coarse.to_mesh(latent, grid_size=options.coarse_grid_size)
         return self._finish(prompt, coarse_mesh, latent, seed, options, {"mode": "generate"}, timings,
                             Similarity.identity(), None, callback_on_step_end, callback_on_step_end_tensor_inputs,
@@ -658,7 +673,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
             transform = to_unit.inverse()   # the result comes back in the asset's frame and size
             if via == "latent":
                 with self._stage("encode", timings):
-                    latent = self.shap_e_encoder.encode(mesh.to(device), generator=self._generator(seed, 2),
+                    latent = self.shap_e_encoder.encode(mesh.to(device), generator=self._generator(seed, "encode"),
                                                         progress=False)
         if source_prompt is not None:
             with self._stage("invert", timings):
@@ -700,7 +715,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
         coarse.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         inversion = coarse.invert(latent.to(self._execution_device), source_prompt,
                                   num_inference_steps=options.inversion_steps,
-                                  guidance_scale=options.latent_guidance_scale, generator=self._generator(seed, 3))
+                                  guidance_scale=options.latent_guidance_scale, generator=self._generator(seed, "invert"))
         return coarse.edit_latents(inversion, prompt, strength=options.latent_strength,
                                    guidance_scale=options.latent_guidance_scale)
 

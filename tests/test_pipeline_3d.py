@@ -108,6 +108,17 @@ def test_dtype_by_either_name_without_diffusers_deprecation_warnings(saved):
         SharpIt3DPipeline.from_pretrained(saved, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
 
 
+def test_stage_seeds_never_repeat_across_stages_or_batch_items():
+    from sharpit.pipeline import SEED_STAGES, stage_seed
+
+    seeds = [stage_seed(seed, stage) for seed in range(1000) for stage in SEED_STAGES]
+    assert len(set(seeds)) == len(seeds) and all(0 <= s < 2 ** 64 for s in seeds)
+    assert stage_seed(0, "refine") != stage_seed(1, "coarse")   # the former seed + stage aliased these
+    assert 0 <= stage_seed(2 ** 70, "coarse") < 2 ** 64            # any seed fits torch's generators
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_seed(0, "render")
+
+
 def test_model_cpu_offload_gives_the_same_outputs(saved, result):
     """Up to rounding, not bit for bit: offloading re-allocates the weights (64-byte aligned, where
     the loaded ones are views into the safetensors buffer), and some CPUs' float32 kernels round
