@@ -256,6 +256,7 @@ class StageTracker:
         options: the request's :class:`~sharpit.options.GenerationOptions`.
         route: an edit's route ("latent" or "render", :func:`~sharpit.coarse.edit_defaults.edit_route`).
         latent_edit: an edit steered by a source prompt (inversion, then regeneration).
+        latent_asset: the edited asset is a saved Shap-E latent (nothing to encode).
     """
 
     #: Rough shares of a GPU run, for where each stage sits on the bar.
@@ -263,7 +264,7 @@ class StageTracker:
                "reconstruct": 0.12, "optimize": 0.60, "save": 0.03}
 
     def __init__(self, report: Callable[[float, str], None], cancelled: Callable[[], bool], mode: str,
-                 options, route: str = "render", latent_edit: bool = False) -> None:
+                 options, route: str = "render", latent_edit: bool = False, latent_asset: bool = False) -> None:
         self.report, self.cancelled, self.mode = report, cancelled, mode
         self.coarse_steps = options.coarse_steps
         self.refine_total = max(1, int(options.refine_steps * options.strength))
@@ -277,14 +278,15 @@ class StageTracker:
             stages = ["coarse", "views"]
         else:
             self.prior_calls_total = self.inversion_steps + self.regenerate_steps if self.latent_edit else 0
-            stages = ["read"] + (["invert", "regenerate"] if self.latent_edit else [])
+            stages = ["read"] + (["invert"] if self.latent_edit else []) + \
+                (["regenerate"] if self.latent_edit and self.regenerate_steps else [])
         stages += ["refine", "reconstruct"] + (["optimize"] if self.optimize_total else []) + ["save"]
         total = sum(self.WEIGHTS[s] for s in stages)
         self.stages, self.starts, at = stages, {}, 0.0
         for name in stages:
             self.starts[name] = at / total
             at += self.WEIGHTS[name]
-        self.route = route
+        self.route, self.latent_asset = route, latent_asset
         self.prior_calls = 0
         self.where = "before the start"
 
@@ -312,6 +314,9 @@ class StageTracker:
             self.stage("coarse", f"Coarse shape (Shap-E): step 0/{self.coarse_steps}")
         elif self.route == "render":
             self.stage("read", "Reading the asset and rendering its six views")
+        elif self.latent_asset:
+            self.stage("read", "Reading the latent" + ("" if self.latent_edit else ", decoding it and rendering its "
+                                                                                 "six views"))
         elif self.latent_edit:
             self.stage("read", "Reading the asset and encoding it into Shap-E's latent")
         else:
@@ -597,7 +602,7 @@ class SharpItApp:
                              f"{LABELS['source_prompt']}")
         try:
             yield from self._run("edit", prompt, options, session, token, progress, up_axis=read_axis, route=route,
-                                 latent_edit=source_prompt is not None,
+                                 latent_edit=source_prompt is not None, latent_asset=is_latent,
                                  call=lambda **kw: self.pipe.edit(str(path), prompt, seed=seed, options=options,
                                                                   up_axis=read_axis, via=chosen,
                                                                   source_prompt=source_prompt, **kw))
@@ -607,7 +612,7 @@ class SharpItApp:
 
     def _run(self, mode: str, prompt: str, options, session_key: str, token: Optional[int],
              progress: Optional[Callable], call: Callable, up_axis: str = "auto", route: str = "render",
-             latent_edit: bool = False) -> Iterator[RunOutput]:
+             latent_edit: bool = False, latent_asset: bool = False) -> Iterator[RunOutput]:
         session = self._session(session_key)
         if token is None:
             token = self.arm(session_key)
@@ -616,7 +621,8 @@ class SharpItApp:
         def cancelled() -> bool:
             return token <= session.cancelled_upto
 
-        tracker = StageTracker(lambda f, text: report(f, desc=text), cancelled, mode, options, route, latent_edit)
+        tracker = StageTracker(lambda f, text: report(f, desc=text), cancelled, mode, options, route, latent_edit,
+                               latent_asset)
         tracker.check()   # cancelled while queued
         self.sweep()
         session.running = True

@@ -74,9 +74,10 @@ def _claim(path: PathLike, overwrite: bool) -> Path:
 
 #: Random part of a temporary's name (``secrets.token_hex(6)``).
 _TEMP_TOKEN_BYTES = 6
-#: Names of the temporaries below: ``.<stem>.<token>.tmp<suffix>`` (files) and
-#: ``.<name>.<token>.partial`` (folders).
-_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{%d}(\.tmp(\.[^.]+)?|\.partial)$" % (2 * _TEMP_TOKEN_BYTES))
+#: Names of the temporaries below: ``.<stem>.<token>.tmp<suffix>`` (files), ``.<name>.<token>.partial``
+#: (folders) and ``.<name>.<mkdtemp's 8 characters>.old`` (the old copy an overwrite moves aside).
+_TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{%d}(\.tmp(\.[^.]+)?|\.partial)|[a-z0-9_]{8}\.old)$"
+                        % (2 * _TEMP_TOKEN_BYTES))
 
 
 def is_temporary(path: PathLike) -> bool:

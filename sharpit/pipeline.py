@@ -555,8 +555,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 call is run again after an interruption (:func:`sharpit.optimize.refine_texture`).
             callback_on_step_end, callback_on_step_end_tensor_inputs: called after each refiner
                 step, as in diffusers (``f(refiner, step, timestep, tensors) -> dict``).
-            optimize_callback: with ``optimize_steps``, ``f(step, stats)`` after each optimisation
-                step (``step`` counts from 0; ``stats`` as in
+            optimize_callback: with ``optimize_steps``, ``f(step, record)`` after each optimisation
+                step (``step`` counts from 0; ``record``: that step's dict, an entry of
                 :attr:`sharpit.optimize.TextureRefineResult.stats`); an exception it raises stops
                 the run (the saved ``optimize_state`` stays for a resume).
             overrides: any :class:`~sharpit.options.GenerationOptions` field by keyword

@@ -142,8 +142,10 @@ def test_edit_a_saved_latent(app, generated, tmp_path):
 
     latent = generated[0].result.latent
     path = save_latents(tmp_path / "chair.safetensors", latent, {"prompt": "a red chair"})
-    out = app.edit(str(path), "a blue chair", 2, "auto", {}, session="latent")
+    progress = Progress()
+    out = app.edit(str(path), "a blue chair", 2, "auto", {}, session="latent", progress=progress)
     assert Path(out.model).is_file() and out.result.latent is not None
+    assert progress.texts[0] == "1/3 Reading the latent, decoding it and rendering its six views"
     with pytest.raises(SharpItError, match="chair.safetensors is a Shap-E latent: Route render applies to meshes"):
         app.edit(str(path), "a blue chair", 2, "auto", {}, "render", session="latent")
 
@@ -163,6 +165,16 @@ def test_edit_with_a_source_prompt_edits_the_latent_and_shows_its_steps(app):
     params = out.result.parameters
     assert params["via"] == "latent" and params["source_prompt"] == "a chair"
     assert (params["inversion_steps"], params["latent_strength"], params["latent_guidance_scale"]) == (4, 0.5, 3.0)
+
+
+def test_a_latent_edit_that_regenerates_nothing_has_no_regeneration_stage(app):
+    progress = Progress()
+    app.edit(str(ASSETS / "rough_chair.glb"), "an armchair", 1, "auto", {"inversion_steps": 4, "latent_strength": 0.1},
+             "latent", "a chair", session="latent-zero", progress=progress)   # int(4 * 0.1) = 0 steps
+    texts = progress.texts
+    assert "2/4 Inverting the latent (source prompt): step 4/4" in texts and texts[-2] == "4/4 Reconstructing the mesh"
+    assert not any("Editing the latent" in t for t in texts)
+    assert [f for f, _ in progress.events] == sorted(f for f, _ in progress.events)
 
 
 def test_edit_through_the_render_route(app):

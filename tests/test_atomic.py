@@ -249,6 +249,9 @@ def test_is_temporary_names_exactly_the_helpers_temporaries(tmp_path):
         assert is_temporary(tmp)
     with atomic_dir(tmp_path / "run.v2") as tmp:
         assert is_temporary(tmp)
+    import tempfile
+
+    assert is_temporary(tempfile.mkdtemp(prefix=".run.", suffix=".old", dir=tmp_path))   # an overwrite's old copy
     for name in ("config.json", ".config.json", ".git", ".config.abc.tmp.json", "x.0123456789ab.partial",
                  ".x.0123456789ab.partial.bak"):
         assert not is_temporary(tmp_path / name), name

@@ -174,3 +174,22 @@ def test_a_folder_with_another_process_config_being_written_is_not_foreign(tmp_p
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="no config.json"):
         check_config(tmp_path / "mine", config)
+
+
+def test_a_config_json_landing_between_the_two_looks_is_read(tmp_path, monkeypatch):
+    """The other process's config.json can land after this one saw none and before it lists the
+    folder: it is then read, not called foreign content."""
+    import sharpit.evaluation.records as records
+    from sharpit.atomic import is_temporary
+
+    config = {"version": 1, "seed": 0, "methods": {"shap_e": {"name": "shap_e", "path": None}}}
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.jsonl").write_text("")           # the other process is already writing results
+
+    def landing(path):
+        write_config(out, config)                     # lands while this process lists the folder
+        return is_temporary(path)
+
+    monkeypatch.setattr(records, "is_temporary", landing)
+    assert check_config(out, config) == config

@@ -126,8 +126,10 @@ def test_bad_views_are_reported():
         model.encode_views(nan)
     with pytest.warns(UserWarning, match="resizing views"):
         assert model.encode_views(torch.ones(6, 3, 160, 160)).shape[0] == 1
-    with pytest.warns(UserWarning, match="does not look white"):
+    with pytest.warns(UserWarning, match="does not look white") as caught:
         model.encode_views(torch.full((6, 3, 320, 320), 0.5))
+    # attributed to this line, not to sharpit or to torch's no_grad wrapper (sharpit.warn)
+    assert {w.filename for w in caught.list} == {__file__}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.encode_views(torch.ones(6, 3, 320, 320))

@@ -40,6 +40,15 @@ def test_released_layout_loads_every_encoder_key(released, encoder):
     assert encoder.latent_width == TINY_SHAP_E_LATENT_WIDTH
 
 
+def test_dtype_by_either_name(released, encoder, tmp_path):
+    encoder.save_pretrained(tmp_path / "own")
+    for source in (released, tmp_path / "own"):
+        for key in ("dtype", "torch_dtype"):
+            assert ShapEEncoder.from_pretrained(source, **{key: torch.float64}).dtype == torch.float64, (source, key)
+    with pytest.raises(InputError, match="not both"):
+        ShapEEncoder.from_pretrained(released, dtype=torch.float64, torch_dtype=torch.float64)
+
+
 def test_save_pretrained_round_trip(encoder, tmp_path):
     inputs = prepare_encoder_inputs(colored_cube(), encoder.input_settings, _gen(0))
     encoder.save_pretrained(tmp_path / "own")

@@ -159,14 +159,19 @@ class ShapEEncoder(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(cls, source: _PathLike, torch_dtype: Optional[torch.dtype] = None, **kwargs) -> "ShapEEncoder":
         """Load from a released folder (``transmitter.pt`` + ``transmitter_config.yaml``), a
-        sharpit folder (``config.json`` + safetensors), or a hub id holding either.
+        sharpit folder (``config.json`` + safetensors), or a hub id holding either. The weights'
+        dtype: ``torch_dtype`` or ``dtype`` (diffusers' newer name), not both.
 
         Raises:
+            InputError: both ``torch_dtype`` and ``dtype``.
             CheckpointError: a wrong-kind or damaged ``transmitter.pt`` (the message says what was
                 expected), or mismatched keys/shapes.
             ConfigError: an unsupported transmitter config.
             AssetNotFoundError / WeightsNotFoundError: a missing path / an unreachable hub id.
         """
+        if torch_dtype is not None and kwargs.get("dtype") is not None:
+            raise InputError("pass the dtype once: dtype= or torch_dtype=, not both")
+        torch_dtype = kwargs.pop("dtype", None) or torch_dtype
         name = os.fspath(source)
         folder = Path(name)
         with load_errors(name, "Shap-E encoder"):

@@ -83,11 +83,14 @@ def check_config(out: Path, config: Dict[str, Any]) -> Dict[str, Any]:
     """
     path = out / CONFIG_FILE
     if not path.is_file():
-        # a temporary: another process of the launch writing its config.json at this moment
-        if out.is_dir() and any(not is_temporary(p) for p in out.iterdir()):
-            raise OutputExistsError(out, "--out holds files but no config.json (not an evaluation run); choose "
-                                         "another --out")
-        return config
+        # temporaries: another process of the launch writing its config.json at this moment; and
+        # its config.json may land between the two looks, so the second one decides
+        listed = [p for p in out.iterdir() if not is_temporary(p)] if out.is_dir() else []
+        if not path.is_file():
+            if listed:
+                raise OutputExistsError(out, "--out holds files but no config.json (not an evaluation run); "
+                                             "choose another --out")
+            return config
     try:
         saved = json.loads(path.read_text())
     except ValueError:
