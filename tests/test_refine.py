@@ -112,6 +112,20 @@ def test_same_seed_reproduces_and_other_seed_differs(concat_pipe):
     assert not torch.allclose(a.images, c.images)
 
 
+def test_progress_bar_is_labelled_unless_the_user_labels_it(concat_pipe):
+    import io
+
+    kw = dict(prompt="a boat", num_inference_steps=1, output_type="latent", seed=0)
+    try:
+        for config, label in (({}, "Sharp-It refiner"), ({"desc": "mine"}, "mine")):
+            out = io.StringIO()
+            concat_pipe.set_progress_bar_config(file=out, **config)
+            concat_pipe(_grid(), **kw)
+            assert f"{label}: 100%" in out.getvalue(), out.getvalue()
+    finally:
+        concat_pipe.set_progress_bar_config(disable=True)
+
+
 def test_cfg_is_one_batched_unet_call_per_step(concat_pipe, monkeypatch):
     calls = _count_unet_calls(concat_pipe, monkeypatch)
     concat_pipe(_grid(), "p", num_inference_steps=2, guidance_scale=1.0, output_type="latent", seed=0)

@@ -518,6 +518,8 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
             latents = noise * self.scheduler.init_noise_sigma
 
         with self.progress_bar(total=len(timesteps)) as progress:
+            if "desc" not in getattr(self, "_progress_bar_config", {}):   # the user's label wins
+                progress.set_description("Sharp-It refiner")
             for i, t in enumerate(timesteps):
                 latents = self.denoise_step(latents, t, prompt_embeds, condition_latents, guidance_scale, generator)
                 if callback_on_step_end is not None:
