@@ -40,8 +40,8 @@ def test_mesh_edit_goes_through_the_latent_by_default(pipe, asset, kept):
     assert kept.parameters["via"] == "latent" and kept.parameters["source_prompt"] is None
     assert {"encode", "decode"} <= set(kept.timings) and "invert" not in kept.timings
     assert kept.latent.shape == (1, pipe.coarse.latent_width)
-    # the encoder's latent, encoded as the pipeline does (its seed offset), is what was decoded
-    again = pipe.shap_e_encoder.encode(load_mesh(asset), generator=pipe._generator(0, 2), progress=False)
+    # the encoder's latent, encoded as the pipeline does (its "encode" stage seed), is what was decoded
+    again = pipe.shap_e_encoder.encode(load_mesh(asset), generator=pipe._generator(0, "encode"), progress=False)
     assert torch.equal(kept.latent, again)
     # the latent-edit options did not act, so they are not recorded as if they had
     assert kept.parameters["latent_strength"] is None and kept.parameters["inversion_steps"] is None
