@@ -272,7 +272,9 @@ class StageTracker:
         self.textured = options.textured or options.optimize_steps > 0
         self.latent_edit = mode == "edit" and latent_edit
         self.inversion_steps = options.inversion_steps
-        self.regenerate_steps = int(options.inversion_steps * options.latent_strength)
+        from sharpit.coarse.inversion import restart_step
+
+        self.regenerate_steps = restart_step(options.inversion_steps, options.latent_strength)
         if mode == "generate":
             self.prior_calls_total = 2 * options.coarse_steps - 1
             stages = ["coarse", "views"]
