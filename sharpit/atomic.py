@@ -207,8 +207,8 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
 
     The temporary folder has the permissions of a plain ``os.mkdir`` (see the module docstring).
     On success the files in it get a plain ``open``'s permissions where a writer made them
-    narrower (see :func:`atomic_path`), every file and folder in it is fsync-ed, it is renamed onto ``path`` and the parent
-    folder is fsync-ed. An existing ``path`` is only replaced when ``overwrite`` is True (the old
+    narrower (see :func:`atomic_path`), every file and folder in it is fsync-ed, it is renamed
+    onto ``path`` and the parent folder is fsync-ed. An existing ``path`` is only replaced when ``overwrite`` is True (the old
     folder is removed after the new one is in place). On an exception the temporary folder is
     deleted.
 

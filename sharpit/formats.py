@@ -41,6 +41,6 @@ def find_latents(root: Union[str, "os.PathLike[str]"]) -> Dict[str, Path]:
         if path.suffix.lower() in LATENT_SUFFIXES and path.is_file():
             if path.stem in found:
                 warn(f"two latent files for object {path.stem!r}: {found[path.stem]} and {path}; using "
-                              f"{path.name}")
+                     f"{path.name}")
             found[path.stem] = path
     return found

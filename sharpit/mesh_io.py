@@ -186,7 +186,7 @@ def _part_from_trimesh(geom, transform: np.ndarray, gltf: bool) -> _Part:
         if image is not None and uv is not None and len(uv) == len(vertices):
             if color_0 is not None and not np.allclose(color_0, 1.0, atol=0.5 / 255):
                 warn("glTF vertex colours (COLOR_0) that tint a base-colour texture are dropped: a "
-                              "sharpit Mesh holds a texture or vertex colours")
+                     "sharpit Mesh holds a texture or vertex colours")
             texture = _rgb01(image)
             if rgb is not None and not np.all(rgb == 1.0):
                 texture = linear_to_srgb(srgb_to_linear(texture) * rgb) if gltf else texture * rgb

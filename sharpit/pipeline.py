@@ -336,7 +336,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
                    model_sources=sources, **coarse)
         if device.type == "cpu":
             warn("sharpit is running on the CPU: expect minutes per asset with the full models (a CUDA "
-                          "GPU takes seconds)")
+                 "GPU takes seconds)")
         return pipe.to(device)
 
     @classmethod
@@ -715,7 +715,8 @@ class SharpIt3DPipeline(DiffusionPipeline):
         coarse.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         inversion = coarse.invert(latent.to(self._execution_device), source_prompt,
                                   num_inference_steps=options.inversion_steps,
-                                  guidance_scale=options.latent_guidance_scale, generator=self._generator(seed, "invert"))
+                                  guidance_scale=options.latent_guidance_scale,
+                                  generator=self._generator(seed, "invert"))
         return coarse.edit_latents(inversion, prompt, strength=options.latent_strength,
                                    guidance_scale=options.latent_guidance_scale)
 

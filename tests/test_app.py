@@ -119,7 +119,8 @@ def test_edit_mesh_keeps_its_frame_and_zips_a_textured_obj(app):
     progress = Progress()
     out = app.edit(str(ASSETS / "rough_table.obj"), "a marble table", 1, "y",
                    {"strength": 0.5, "textured": True}, session="edit", progress=progress)
-    assert progress.texts[0] == "1/3 Reading the asset, encoding it into Shap-E's latent, decoding it and rendering its six views"
+    assert progress.texts[0] == ("1/3 Reading the asset, encoding it into Shap-E's latent, decoding it and rendering "
+                                 "its six views")
     # strength 0.5 of 2 refiner steps: one step, whose end starts the reconstruction
     assert progress.texts[1:] == ["3/3 Reconstructing the mesh and texture", "Saving the mesh"]
     assert _names(out) == ["mesh.glb", "mesh_obj.zip", "coarse_grid.png", "refined_grid.png", "metadata.json"]

@@ -49,8 +49,8 @@ class SharpItLoadingMixin:
         if missing:
             settings = ", ".join(f"{k}={pipe.config[k]!r}" for k in missing)
             warn(f"{name} was saved without the setting(s) {', '.join(missing)}; using the defaults for its "
-                          f"{pipe.conditioning_mode} UNet: {settings}. Pass them to from_pretrained to choose, and "
-                          "save the pipeline again to record them.", UserWarning)
+                 f"{pipe.conditioning_mode} UNet: {settings}. Pass them to from_pretrained to choose, and "
+                 "save the pipeline again to record them.", UserWarning)
         return pipe
 
     @classmethod

@@ -39,7 +39,7 @@ def __getattr__(name: str):
     if name in DEPRECATED_NAMES:
         new = DEPRECATED_NAMES[name]
         warn(f"sharpit: {name} was renamed {new} (the multi-view refiner; the whole text-to-mesh chain is "
-                      f"SharpIt3DPipeline); the old name will be removed in the next release", FutureWarning)
+             f"SharpIt3DPipeline); the old name will be removed in the next release", FutureWarning)
         return globals()[new]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
