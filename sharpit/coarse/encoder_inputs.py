@@ -171,7 +171,7 @@ def farthest_point_sample(points: torch.Tensor, count: int, generator=None) -> t
     """(count,) indices of a farthest-point sample of (N, 3) ``points`` from a random start (the
     official ``PointCloud.farthest_point_sample``: squared distances by ``|a|^2 + |b|^2 - 2 a.b``,
     in that order of operations, a chosen point's distance set to -1). The loop writes into
-    buffers made once (no allocation per pick: 2.6-3.7x faster on the dev CPU, the same indices;
+    buffers made once (no allocation per pick: 2-4x faster on the dev CPU, the same indices;
     ``benchmarks/RESULTS.md``)."""
     n = points.shape[0]
     start = torch.randint(n, (1,), generator=generator, device=generator.device if generator is not None else "cpu")
