@@ -105,17 +105,16 @@ def _new_temp(directory: Path, prefix: str, suffix: str, folder: bool) -> Path:
     raise FileExistsError(errno.EEXIST, f"no unused temporary name in {directory} after {_TEMP_ATTEMPTS} tries")
 
 
-def _restore_mode(path: Path, mode: int) -> None:
-    """Give ``path`` back the permission bits ``mode`` (keeping any execute bits it has)."""
+def _widen(path: Path, plain: int) -> None:
+    """Give ``path`` at least the permission bits ``plain`` (a plain ``open``'s): writers that
+    narrow theirs (safetensors >= 0.8: 0600) are undone."""
     current = stat.S_IMODE(path.stat().st_mode)
-    wanted = mode | (current & 0o111)
-    if current != wanted:
-        os.chmod(path, wanted)
+    if current & plain != plain:
+        os.chmod(path, current | plain)
 
 
 def _plain_file_modes(folder: Path) -> None:
-    """Every regular file under ``folder`` with at least a plain ``open``'s permissions (those of a
-    probe file made there); writers that narrow theirs (safetensors >= 0.8: 0600) are undone."""
+    """:func:`_widen` every regular file under ``folder`` to a probe file's permissions there."""
     probe = _new_temp(folder, ".mode-probe.", "", folder=False)
     plain = stat.S_IMODE(probe.stat().st_mode)
     probe.unlink()
@@ -123,9 +122,7 @@ def _plain_file_modes(folder: Path) -> None:
         for name in names:
             file = Path(root) / name
             if file.is_file() and not file.is_symlink():
-                current = stat.S_IMODE(file.stat().st_mode)
-                if current & plain != plain:
-                    os.chmod(file, current | plain)
+                _widen(file, plain)
 
 
 def _fsync_file(path: Path) -> None:
@@ -185,7 +182,7 @@ def atomic_path(path: PathLike, overwrite: bool = True) -> Iterator[Path]:
     plain = stat.S_IMODE(tmp_path.stat().st_mode)
     try:
         yield tmp_path
-        _restore_mode(tmp_path, plain)
+        _widen(tmp_path, plain)
         _fsync_file(tmp_path)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)

@@ -49,7 +49,7 @@ from .grid import tensor_to_pil
 from .mesh import Mesh, Similarity, normalize_mesh
 from .options import LATENT_EDIT_OPTIONS, TINY_OPTIONS, GenerationOptions
 from .result import SharpIt3DPipelineOutput
-from .sources import DEFAULT_MODELS, SHAP_E_HUB_ID, diffusers_dtype, load_errors
+from .sources import DEFAULT_MODELS, SHAP_E_HUB_ID, diffusers_dtype, load_errors, one_dtype
 from .warn import warn
 
 __all__ = ["SharpIt3DPipeline", "DEFAULT_MODELS"]
@@ -249,10 +249,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
         import sharpit.coarse.encoder  # noqa: F401
         import sharpit.reconstruct.model  # noqa: F401
 
-        if kwargs.get("torch_dtype") is not None and kwargs.get("dtype") is not None:
-            raise InputError("pass the dtype once: dtype= or torch_dtype=, not both")
-        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)   # either name, for any diffusers
-        kwargs.pop("torch_dtype", None)
+        dtype = one_dtype(kwargs)   # either name, passed on under the one this diffusers knows
         if isinstance(dtype, torch.dtype):   # load the float32-only parts in float32 (unrounded)
             dtype = {"default": dtype, **{part: torch.float32 for part in FLOAT32_COMPONENTS}}
         kwargs.update(diffusers_dtype(dtype))

@@ -22,9 +22,9 @@ import re
 
 from .errors import AssetNotFoundError, CheckpointError, SharpItError, WeightsNotFoundError
 
-__all__ = ["is_hub_id", "load_errors", "diffusers_dtype", "WEIGHT_SUFFIXES", "SHAP_E_HUB_ID", "ZERO123PLUS_ID",
-           "SHARP_IT_UNET_ID", "INSTANTMESH_HUB_ID", "DEFAULT_MODELS", "TRANSMITTER_FILENAME", "TRANSMITTER_CONFIG_FILENAME",
-           "TRANSMITTER_URL", "TRANSMITTER_CONFIG_URL"]
+__all__ = ["is_hub_id", "load_errors", "one_dtype", "diffusers_dtype", "WEIGHT_SUFFIXES", "SHAP_E_HUB_ID",
+           "ZERO123PLUS_ID", "SHARP_IT_UNET_ID", "INSTANTMESH_HUB_ID", "DEFAULT_MODELS", "TRANSMITTER_FILENAME",
+           "TRANSMITTER_CONFIG_FILENAME", "TRANSMITTER_URL", "TRANSMITTER_CONFIG_URL"]
 
 #: Hugging Face hub id of the diffusers export of Shap-E (text-to-3D).
 SHAP_E_HUB_ID = "openai/shap-e"
@@ -95,6 +95,24 @@ def load_errors(source: "os.PathLike[str] | str", what: str):
         if isinstance(exc, ValueError) and not isinstance(exc, HFValidationError):
             raise
         raise WeightsNotFoundError(name, f"({what}; underlying error: {type(exc).__name__}: {exc})") from exc
+
+
+def one_dtype(kwargs: dict, torch_dtype=None):
+    """The dtype a loader was given under either name: ``torch_dtype`` (an argument, or a key of
+    ``kwargs``) or ``dtype`` (a key of ``kwargs``, diffusers' newer name); both keys are removed
+    from ``kwargs``.
+
+    Raises:
+        InputError: both names given.
+    """
+    from .errors import InputError
+
+    torch_dtype = kwargs.pop("torch_dtype", None) if torch_dtype is None else torch_dtype
+    dtype = kwargs.pop("dtype", None)
+    kwargs.pop("torch_dtype", None)
+    if dtype is not None and torch_dtype is not None:
+        raise InputError("pass the dtype once: dtype= or torch_dtype=, not both")
+    return dtype if dtype is not None else torch_dtype
 
 
 def diffusers_dtype(dtype) -> dict:

@@ -44,7 +44,8 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ..errors import CheckpointError, ConfigError, CorruptFileError, InputError, UnsupportedFormatError
 from ..mesh import Mesh
-from ..sources import TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, diffusers_dtype, is_hub_id, load_errors
+from ..sources import (TRANSMITTER_CONFIG_FILENAME, TRANSMITTER_FILENAME, diffusers_dtype, is_hub_id, load_errors,
+                       one_dtype)
 from .encoder_inputs import EncoderInputSettings, prepare_encoder_inputs
 from .encoder_model import EncoderNetwork, ShapEEncoderInputs
 
@@ -169,9 +170,7 @@ class ShapEEncoder(ModelMixin, ConfigMixin):
             ConfigError: an unsupported transmitter config.
             AssetNotFoundError / WeightsNotFoundError: a missing path / an unreachable hub id.
         """
-        if torch_dtype is not None and kwargs.get("dtype") is not None:
-            raise InputError("pass the dtype once: dtype= or torch_dtype=, not both")
-        torch_dtype = kwargs.pop("dtype", None) or torch_dtype
+        torch_dtype = one_dtype(kwargs, torch_dtype)
         name = os.fspath(source)
         folder = Path(name)
         with load_errors(name, "Shap-E encoder"):

@@ -198,12 +198,12 @@ def write_table(out: Path, summary: Dict[str, Dict[str, Any]],
         lines += ["**A `--tiny` run: random tiny models, so the numbers below measure nothing (a smoke test of "
                   "the harness).**", ""]
     lines += [f"Paper: Sharp-It (arXiv 2412.02631), 6k held-out Objaverse objects x 6 views. Ours: this run, over the "
-             f"{n_common} asset(s) that every method finished (assets finished per method: {counts}), so every row "
-             "is measured on the same objects; FID per method is over all views of those assets against their "
-             "ground-truth views.", "",
-             "| method | FID paper | FID ours | FID views | CLIP paper | CLIP ours | DINO paper | DINO ours | "
-             "time paper | time ours |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+              f"{n_common} asset(s) that every method finished (assets finished per method: {counts}), so every row "
+              "is measured on the same objects; FID per method is over all views of those assets against their "
+              "ground-truth views.", "",
+              "| method | FID paper | FID ours | FID views | CLIP paper | CLIP ours | DINO paper | DINO ours | "
+              "time paper | time ours |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     shown = set()
     for paper_name, (fid, clip, dino, t) in PAPER_TABLE.items():
         method = next((m for m, p in PAPER_NAMES.items() if p == paper_name and m in summary), None)

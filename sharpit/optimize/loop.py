@@ -284,9 +284,8 @@ def refine_texture(refiner, mesh: Mesh, condition: Condition, prompt: str, steps
 
     began = time.perf_counter()
     vae = refiner.vae
-    with _no_param_grads(vae, refiner.unet), refiner.progress_bar(total=steps - start) as progress:
-        if "desc" not in getattr(refiner, "_progress_bar_config", {}):   # the user's label wins
-            progress.set_description("texture optimisation (SDS)")
+    with _no_param_grads(vae, refiner.unet), \
+            refiner.labelled_progress_bar(steps - start, "texture optimisation (SDS)") as progress:
         for step in range(start, steps):
             k = int(torch.randint(0, rotations, (1,), generator=rng))
             t = sample_timestep(options, step, steps, prior.num_train_timesteps, rng)

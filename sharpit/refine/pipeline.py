@@ -363,6 +363,14 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
         return conditioned_unet_forward(self.unet, model_input, timestep, prompt_embeds, condition_latents,
                                         self.conditioning_mode, scheduler=self.scheduler, reference_noise=noise)
 
+    def labelled_progress_bar(self, total: int, label: str):
+        """diffusers' progress bar over ``total`` steps, labelled ``label`` unless the user's
+        :meth:`set_progress_bar_config` gives a ``desc`` (theirs wins)."""
+        bar = self.progress_bar(total=total)
+        if "desc" not in getattr(self, "_progress_bar_config", {}):
+            bar.set_description(label)
+        return bar
+
     def denoise_step(self, latents: torch.Tensor, timestep, prompt_embeds: torch.Tensor,
                      condition_latents: torch.Tensor, guidance_scale: float, generator=None) -> torch.Tensor:
         """One scheduler step: (B, 4, h, w) latents at ``timestep`` -> latents at the next timestep.
@@ -517,9 +525,7 @@ class SharpItRefinePipeline(SharpItLoadingMixin, DiffusionPipeline):
         else:
             latents = noise * self.scheduler.init_noise_sigma
 
-        with self.progress_bar(total=len(timesteps)) as progress:
-            if "desc" not in getattr(self, "_progress_bar_config", {}):   # the user's label wins
-                progress.set_description("Sharp-It refiner")
+        with self.labelled_progress_bar(len(timesteps), "Sharp-It refiner") as progress:
             for i, t in enumerate(timesteps):
                 latents = self.denoise_step(latents, t, prompt_embeds, condition_latents, guidance_scale, generator)
                 if callback_on_step_end is not None:
