@@ -413,6 +413,12 @@ class SharpIt3DPipeline(DiffusionPipeline):
         return torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(stage_seed(seed, stage))
 
     @staticmethod
+    def _check_callbacks(**callbacks) -> None:
+        for name, callback in callbacks.items():
+            if callback is not None and not callable(callback):
+                raise InputError(f"{name} must be a function (or None), got {type(callback).__name__}")
+
+    @staticmethod
     def _check_prompt(prompt) -> str:
         if not isinstance(prompt, str):
             raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -565,6 +571,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
                 or a pipeline without Shap-E; raised before any model runs.
         """
         prompt = self._check_prompt(prompt)
+        self._check_callbacks(callback_on_step_end=callback_on_step_end, optimize_callback=optimize_callback)
         options = self._options(options, overrides)
         seed = self._seed(seed, generator)
         coarse = self.coarse
@@ -637,6 +644,7 @@ class SharpIt3DPipeline(DiffusionPipeline):
         from .mesh_io import UP_AXES
 
         prompt = self._check_prompt(prompt)
+        self._check_callbacks(callback_on_step_end=callback_on_step_end, optimize_callback=optimize_callback)
         options = self._options(options, overrides)
         if up_axis not in UP_AXES:
             raise InputError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")

@@ -108,6 +108,14 @@ def test_dtype_by_either_name_without_diffusers_deprecation_warnings(saved):
         SharpIt3DPipeline.from_pretrained(saved, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
 
 
+def test_callbacks_that_are_not_functions_are_refused_before_anything_runs(pipe):
+    for name in ("callback_on_step_end", "optimize_callback"):
+        with pytest.raises(InputError, match=f"{name} must be a function"):
+            pipe.generate("a chair", seed=0, **{name: 3})
+        with pytest.raises(InputError, match=f"{name} must be a function"):
+            pipe.edit(torch.zeros(1, pipe.coarse.latent_width), "a chair", seed=0, **{name: "f"})
+
+
 def test_stage_seeds_never_repeat_across_stages_or_batch_items():
     from sharpit.pipeline import SEED_STAGES, stage_seed
 
