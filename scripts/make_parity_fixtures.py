@@ -29,6 +29,7 @@ STAGES = {
     "shap_e": ("shap_e_prior.py", "openai+shap-e"),
     "shap_e_encoder": ("shap_e_encoder.py", "openai+shap-e"),
     "shap_e_ddpm": ("shap_e_ddpm.py", "openai+shap-e"),
+    "shap_e_fps": ("shap_e_fps.py", "openai+shap-e"),
     "zero123plus": ("zero123plus.py", "SUDO-AI-3D+zero123plus"),
     "instantmesh": ("instantmesh.py", "TencentARC+InstantMesh"),
     "lpips": ("lpips_metric.py", None),

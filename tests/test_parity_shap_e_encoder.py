@@ -4,6 +4,8 @@
 ``transmitter.pt`` names, inputs in the form of the official ``load_or_create_multimodal_batch``,
 and the official ``encode_to_bottleneck`` latent (``scripts/parity/shap_e_encoder.py``). The
 weights are written back in the released layout and loaded through ``ShapEEncoder.from_pretrained``.
+``shap_e_fps.safetensors`` holds the official farthest-point sample of a random cloud
+(``scripts/parity/shap_e_fps.py``).
 """
 
 from pathlib import Path
@@ -57,3 +59,15 @@ def test_parity_detects_a_reverted_convention(fixture):
     flipped.points = inputs.points.flip(1)
     assert _rel(model.encode_inputs(flipped, torch.Generator().manual_seed(seed)), expected) > 1e-2
     assert _rel(model.encode_inputs(inputs, torch.Generator().manual_seed(seed + 1)), expected) > 2 * TOLERANCE
+
+
+def test_farthest_point_sample_matches_official():
+    """``tests/fixtures/parity/shap_e_fps.safetensors`` (``scripts/parity/shap_e_fps.py``): the
+    official ``PointCloud.farthest_point_sample`` from the start sharpit's generator draws."""
+    from sharpit.coarse.encoder_inputs import farthest_point_sample
+
+    with safe_open(str(FIXTURE.parent / "shap_e_fps.safetensors"), "pt") as f:
+        points, start, indices = (f.get_tensor(k) for k in ("points", "start", "indices"))
+        seed = int(f.metadata()["seed"])
+    got = farthest_point_sample(points, len(indices), torch.Generator().manual_seed(seed + 1))
+    assert int(got[0]) == int(start) and got.tolist() == indices.tolist()

@@ -173,19 +173,3 @@ def test_cli_tiny_round_trip_and_bad_input(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error:") for line in err)
 
-
-def test_farthest_point_sample_is_the_official_greedy_rule():
-    """Each pick is the point whose squared distance (|a|^2 + |b|^2 - 2 a.b, the official order of
-    operations) to the picks so far is largest, from the generator's random start; written here as
-    the plain loop, compared index for index."""
-    points = torch.rand(5000, 3, generator=_gen(3)) * 2 - 1
-    got = encoder_inputs.farthest_point_sample(points, 300, _gen(4))
-    start = int(torch.randint(5000, (1,), generator=_gen(4)))
-    sq = (points * points).sum(-1)
-    dists, want = sq + sq[start] - 2.0 * points @ points[start], [start]
-    for _ in range(299):
-        idx = int(dists.argmax())
-        want.append(idx)
-        dists[idx] = -1.0
-        dists = torch.minimum(dists, sq + sq[idx] - 2.0 * points @ points[idx])
-    assert got.tolist() == want and len(set(want)) == 300
